@@ -1,0 +1,3 @@
+from omsync.cli import main
+
+main()

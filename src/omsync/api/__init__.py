@@ -1,0 +1,1 @@
+"""HTTP API: routes, wire schemas, request authentication and OMS error bodies."""

@@ -1,0 +1,381 @@
+"""The OMS v2 sync-task operations (spec §2–§3) plus omsync's re-drive extension.
+
+Every handler authenticates first, then validates: an unauthenticated caller learns nothing
+about the request it sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from omsync.api import errors
+from omsync.api.auth import authorize_project
+from omsync.api.errors import OmsError, invalid, not_found
+from omsync.api.schemas import (
+    CreateSyncTaskReq,
+    CreateSyncTaskResponse,
+    FailedObject,
+    ListFailedObjectsResponse,
+    ListSyncTasksResponse,
+    ListSyncTaskStatisticResponse,
+    RetryFailedReq,
+    RetryFailedResponse,
+    ShowSyncTaskResponse,
+    StartSyncTaskReq,
+    StatisticData,
+    StatisticTypeData,
+    SyncObjectReq,
+    SyncTaskInfo,
+)
+from omsync.domain.keys import KeyDecodeError, decode_event_key
+from omsync.domain.model import CloudType, ConsistencyCheck
+from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
+from omsync.ledger.queue import BacklogFull, TaskNotFound
+from omsync.ledger.tasks import TaskBusy, TaskLimitReached, dump_json
+from omsync.services import Services
+from omsync.stores.profiles import EndpointError, resolve_endpoint
+
+M = TypeVar("M", bound=BaseModel)
+DATA_TYPES = ("REQUEST", "SUCCESS", "FAILURE", "SKIP", "SIZE")
+FORBIDDEN_DESCRIPTION_CHARS = set("<>()\"'&")
+
+router = APIRouter(prefix="/v2/{project_id}/sync-tasks")
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+
+
+async def project_scope(
+    request: Request,
+    services: ServicesDep,
+    project_id: Annotated[str, Path(min_length=1, max_length=1024)],
+) -> str:
+    await authorize_project(request, services, project_id)
+    return project_id
+
+
+ProjectId = Annotated[str, Depends(project_scope)]
+TaskId = Annotated[str, Path(min_length=1, max_length=1024)]
+
+
+async def parse_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
+    """Validate the JSON body against ``model``; 400 OMS.0064 names the first bad field."""
+    raw = await request.body()
+    if not raw.strip():
+        if allow_empty:
+            raw = b"{}"
+        else:
+            raise invalid("body", "is required")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("body", "is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise invalid("body", "must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        why = "is required" if first["type"] == "missing" else str(first["msg"])
+        raise invalid(field, why) from exc
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _task_info(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "sync_task_id": row["id"],
+        "src_cloud_type": row["src_cloud_type"],
+        "src_region": row["src_region"],
+        "src_bucket": row["src_bucket"],
+        "create_time": row["create_time"],
+        "last_start_time": row["last_start_time"],
+        "dst_bucket": row["dst_bucket"],
+        "dst_region": row["dst_region"],
+        "description": row["description"],
+        "status": row["status"],
+        "enable_metadata_migration": bool(row["enable_metadata_migration"]),
+        "enable_restore": bool(row["enable_restore"]),
+        "enable_kms": bool(row["enable_kms"]),
+        "app_id": row["app_id"],
+        "object_overwrite_mode": row["object_overwrite_mode"],
+        "dst_storage_policy": row["dst_storage_policy"],
+        "consistency_check": ConsistencyCheck(row["consistency_check"]).response_value,
+        "source_cdn": json.loads(row["source_cdn"]) if row["source_cdn"] else None,
+        "dst_cloud_type": row["dst_cloud_type"],
+    }
+
+
+def _check_side(services: Services, side: str, cloud: CloudType, region: str, bucket: str) -> None:
+    """Refuse a task whose source or destination omsync could not reach, naming the field."""
+    if cloud is CloudType.LOCAL:
+        from pathlib import Path as FsPath
+
+        roots = [r.resolve() for r in services.settings.fs_roots]
+        target = FsPath(bucket)
+        if not target.is_absolute() or not any(target.resolve().is_relative_to(r) for r in roots):
+            raise invalid(f"{side}_bucket", "must be an absolute directory inside an allowed fs root (OMSYNC_FS_ROOTS)")
+        return
+    try:
+        resolve_endpoint(cloud.value, region, services.settings.endpoints)
+    except EndpointError as exc:
+        raise invalid(f"{side}_region", str(exc)) from exc
+
+
+async def _task(services: Services, project_id: str, task_id: str) -> Mapping[str, Any]:
+    try:
+        return await services.tasks.get(project_id, task_id)
+    except TaskNotFound as exc:
+        raise not_found(task_id) from exc
+
+
+def _epoch_ms(name: str, value: str | None) -> int:
+    if value is None or value == "":
+        raise invalid(name, "is required")
+    if not value.isascii() or not value.isdigit() or len(value) > 16:
+        raise invalid(name, "must be epoch milliseconds")
+    return int(value)
+
+
+@router.post("", response_model=CreateSyncTaskResponse, openapi_extra=_body_schema(CreateSyncTaskReq))
+async def create_sync_task(request: Request, project_id: ProjectId, services: ServicesDep) -> dict[str, str]:
+    """CreateSyncTask: stores the task (credentials encrypted) and starts it at once."""
+    body = await parse_body(request, CreateSyncTaskReq)
+    if body.description and FORBIDDEN_DESCRIPTION_CHARS & set(body.description):
+        raise OmsError(
+            400, errors.INVALID_DESCRIPTION, "The description contains invalid characters.",
+            detail="request parameter [description] must not contain < > ( ) \" ' &",
+        )
+    for name in ("src_crypto_type", "dst_crypto_type"):
+        if getattr(body, name) == "KMS":
+            raise invalid(name, "KMS encryption is not supported by omsync")
+    if body.enable_kms:
+        raise invalid("enable_kms", "KMS encryption is not supported by omsync")
+    if body.source_cdn is not None:
+        raise invalid("source_cdn", "fetching sources through a CDN is not supported by omsync")
+    _check_side(services, "src", body.src_cloud_type, body.src_region, body.src_bucket)
+    _check_side(services, "dst", body.dst_cloud_type, body.dst_region, body.dst_bucket)
+    fields = {
+        "src_cloud_type": body.src_cloud_type.value,
+        "src_region": body.src_region,
+        "src_bucket": body.src_bucket,
+        "dst_cloud_type": body.dst_cloud_type.value,
+        "dst_region": body.dst_region,
+        "dst_bucket": body.dst_bucket,
+        "description": body.description,
+        "enable_metadata_migration": body.enable_metadata_migration,
+        "enable_restore": body.enable_restore,
+        "enable_kms": body.enable_kms,
+        "dst_storage_policy": body.dst_storage_policy.value if body.dst_storage_policy else None,
+        "app_id": body.app_id,
+        "source_cdn": None,
+        "options": dump_json({"src_crypto_type": body.src_crypto_type, "dst_crypto_type": body.dst_crypto_type}),
+        "consistency_check": body.consistency_check.value,
+        "object_overwrite_mode": body.object_overwrite_mode.value,
+    }
+    credentials = {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk}
+    try:
+        task_id = await services.tasks.create(project_id, fields, credentials)
+    except TaskLimitReached as exc:
+        raise OmsError(
+            400, errors.TASK_LIMIT,
+            f"The project already owns {services.settings.max_tasks_per_project} sync tasks.",
+        ) from exc
+    return {"sync_task_id": task_id}
+
+
+@router.get("", response_model=ListSyncTasksResponse)
+async def list_sync_tasks(
+    project_id: ProjectId,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    offset: Annotated[int, Query(ge=0, le=10000)] = 0,
+    status: Annotated[str | None, Query(pattern="^(SYNCHRONIZING|STOPPED)$")] = None,
+) -> dict[str, Any]:
+    """ListSyncTasks: a page of the project's tasks and the total number matching."""
+    rows, count = await services.tasks.list(project_id, limit=limit, offset=offset, status=status)
+    return {"tasks": [_task_info(r) for r in rows], "count": count}
+
+
+@router.get("/{sync_task_id}", response_model=ShowSyncTaskResponse)
+async def show_sync_task(
+    project_id: ProjectId,
+    services: ServicesDep,
+    sync_task_id: TaskId,
+    query_time: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict[str, Any]:
+    """ShowSyncTask: the task and the counters of the calendar month (UTC) of ``query_time``."""
+    at = _epoch_ms("query_time", query_time)
+    row = await _task(services, project_id, sync_task_id)
+    start, end = month_range(at)
+    totals = await services.ledger.totals(sync_task_id, start, end)
+    return {
+        **_task_info(row),
+        "monthly_acceptance_request": totals["request"],
+        "monthly_success_object": totals["success"],
+        "monthly_failure_object": totals["failure"],
+        "monthly_skip_object": totals["skip"],
+        "monthly_size": totals["size"],
+    }
+
+
+@router.delete("/{sync_task_id}")
+async def delete_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
+    """DeleteSyncTask: only a STOPPED task; removes its ledger and statistics."""
+    try:
+        await services.tasks.delete(project_id, sync_task_id)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    except TaskBusy as exc:
+        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+    return Response(status_code=200)
+
+
+@router.post("/{sync_task_id}/start", openapi_extra=_body_schema(StartSyncTaskReq))
+async def start_sync_task(
+    request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
+) -> Response:
+    """StartSyncTask: STOPPED → SYNCHRONIZING with the credentials given again."""
+    body = await parse_body(request, StartSyncTaskReq, allow_empty=True)
+    row = await _task(services, project_id, sync_task_id)
+    for name in ("src_crypto_type", "dst_crypto_type", "source_cdn_crypto_type"):
+        if getattr(body, name) == "KMS":
+            raise invalid(name, "KMS encryption is not supported by omsync")
+    del row
+    try:
+        await services.tasks.start(project_id, sync_task_id, body.model_dump())
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    except TaskBusy as exc:
+        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+    services.work_arrived()
+    return Response(status_code=200)
+
+
+@router.post("/{sync_task_id}/stop")
+async def stop_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
+    """StopSyncTask: SYNCHRONIZING → STOPPED; pending keys wait in the ledger until started."""
+    try:
+        await services.tasks.stop(project_id, sync_task_id)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    except TaskBusy as exc:
+        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+    return Response(status_code=200)
+
+
+@router.get("/{sync_task_id}/statistics", response_model=ListSyncTaskStatisticResponse)
+async def list_sync_task_statistic(
+    project_id: ProjectId,
+    services: ServicesDep,
+    sync_task_id: TaskId,
+    data_type: Annotated[str | None, Query(max_length=255)] = None,
+    start_time: Annotated[str | None, Query(max_length=1024)] = None,
+    end_time: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict[str, Any]:
+    """ListSyncTaskStatistic: counters in 5-minute or 1-hour buckets, empty buckets omitted."""
+    if not data_type:
+        raise invalid("data_type", "is required")
+    types = data_type.split(",")
+    unknown = [t for t in types if t not in DATA_TYPES]
+    if unknown:
+        raise invalid("data_type", f"has unknown value {unknown[0]!r}; use {','.join(DATA_TYPES)}")
+    start, end = _epoch_ms("start_time", start_time), _epoch_ms("end_time", end_time)
+    if end < start:
+        raise invalid("end_time", "must not be earlier than start_time")
+    try:
+        granularity = choose_granularity(start, end)
+    except StatsRangeError as exc:
+        raise invalid("start_time", str(exc)) from exc
+    await _task(services, project_id, sync_task_id)
+    datas = []
+    for name in dict.fromkeys(types):
+        rows = await services.ledger.buckets(sync_task_id, start, end, name.lower())
+        points = aggregate(rows, granularity)
+        datas.append(StatisticTypeData(
+            data_type=name, data=[StatisticData(time_stamp=t, statistic_num=v) for t, v in points]
+        ))
+    return {"sync_task_id": sync_task_id, "statistic_time_type": granularity, "statistic_datas": datas}
+
+
+@router.post("/{sync_task_id}/events", openapi_extra=_body_schema(SyncObjectReq))
+async def create_sync_events(
+    request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
+) -> Response:
+    """CreateSyncEvents: decode each key and record it durably before answering 200.
+
+    Events for a STOPPED task are accepted and held until the task is started.
+    """
+    body = await parse_body(request, SyncObjectReq)
+    limit = services.settings.max_keys_per_event
+    if not 1 <= len(body.object_keys) <= limit:
+        raise invalid("object_keys", f"must hold 1 to {limit} keys, got {len(body.object_keys)}")
+    keys = []
+    for index, raw in enumerate(body.object_keys):
+        try:
+            keys.append(decode_event_key(raw, plus_means_space=services.settings.key_plus_means_space))
+        except KeyDecodeError as exc:
+            raise invalid(f"object_keys[{index}]", f"{raw[:200]!r}: {exc.reason}") from exc
+    try:
+        await services.ledger.accept(sync_task_id, keys, project_id=project_id)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    except BacklogFull as exc:
+        raise OmsError(
+            503, errors.BACKLOG_FULL, f"The task has {exc.pending} keys pending; retry later.",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    services.work_arrived()
+    return Response(status_code=200)
+
+
+# -- omsync extensions: failed keys and re-drive ---------------------------------------------
+
+
+@router.get("/{sync_task_id}/failed-objects", response_model=ListFailedObjectsResponse)
+async def list_failed_objects(
+    project_id: ProjectId,
+    services: ServicesDep,
+    sync_task_id: TaskId,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    marker: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Failed keys with their reasons, paginated by ``marker`` (the ``next_marker`` returned)."""
+    await _task(services, project_id, sync_task_id)
+    rows = await services.ledger.failed_keys(sync_task_id, limit=limit, after_id=marker)
+    return {
+        "objects": [FailedObject(**{k: v for k, v in r.items() if k != "id"}) for r in rows],
+        "next_marker": rows[-1]["id"] if len(rows) == limit else None,
+    }
+
+
+@router.post("/{sync_task_id}/failed-objects/retry", response_model=RetryFailedResponse,
+             openapi_extra=_body_schema(RetryFailedReq))
+async def retry_failed_objects(
+    request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
+) -> dict[str, int]:
+    """Re-drive failed keys (all, or those named, decoded keys as stored); each counts as a new REQUEST."""
+    body = await parse_body(request, RetryFailedReq, allow_empty=True)
+    await _task(services, project_id, sync_task_id)
+    try:
+        count = await services.ledger.retry_failed(sync_task_id, body.object_keys)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    services.work_arrived()
+    return {"retried": count}
+
+
+__all__ = ["SyncTaskInfo", "router"]

@@ -1,0 +1,155 @@
+"""The ASGI application: OMS v2 routes, error bodies, request ids, body limits, health."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from omsync import __version__
+from omsync.api import errors
+from omsync.api.errors import OmsError, error_response
+from omsync.api.routes import router
+from omsync.api.schemas import ListApiVersionsResponse, Version
+from omsync.config import Settings
+from omsync.services import Services
+
+log = logging.getLogger("omsync.api")
+
+API_VERSION_UPDATED = "2020-04-01T12:00:00Z"
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with 413 APIGW.0201, whether or not a length was sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = (
+            b'{"error_code": "%s", "error_msg": "Request entity too large."}' % errors.TOO_LARGE.encode()
+        )
+        response = Response(body, status_code=413, media_type="application/json",
+                            headers={"X-Request-Id": uuid.uuid4().hex, "Connection": "close"})
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _versions(request: Request) -> list[Version]:
+    base = str(request.base_url).rstrip("/")
+    return [Version(id="v2", links=[{"href": f"{base}/v2/", "rel": "self"}], status="CURRENT",  # type: ignore[list-item]
+                    updated=API_VERSION_UPDATED)]
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app. Without ``services`` the lifespan opens them from ``settings`` (migrating
+    the database) and starts the in-process workers when ``settings.workers`` > 0."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        app.state.services = services if services is not None else await Services.open(settings)
+        runner = None
+        if own and settings.workers > 0:
+            from omsync.runtime import start_workers
+
+            runner = await start_workers(app.state.services)
+        try:
+            yield
+        finally:
+            if runner is not None:
+                await runner.stop()
+            if own:
+                await app.state.services.close()
+
+    app = FastAPI(
+        title="omsync",
+        version=__version__,
+        description="OMS v2 sync-task API (wire-compatible) served by omsync.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request.state.request_id = uuid.uuid4().hex
+        try:
+            response = await call_next(request)
+        except Exception:  # never leak a traceback to the client
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    app.add_exception_handler(OmsError, errors.oms_error_handler)
+    app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database answers."""
+        try:
+            await request.app.state.services.db.ping()
+        except Exception as exc:  # any database failure means not ready
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    app.include_router(router)
+
+    @app.get("/", response_model=ListApiVersionsResponse)
+    async def list_api_versions(request: Request) -> dict[str, Any]:
+        """ListApiVersions (public, like the gateway's version discovery)."""
+        return {"versions": _versions(request)}
+
+    @app.get("/{version}", response_model=Version)
+    async def show_api_info(request: Request, version: str) -> Version:
+        """ShowApiInfo: one version object at top level."""
+        for item in _versions(request):
+            if item.id == version:
+                return item
+        raise OmsError(404, errors.NO_SUCH_API, f"API version {version[:10]!r} does not exist.")
+
+    return app

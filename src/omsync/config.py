@@ -1,0 +1,78 @@
+"""One validated settings object, read once from the environment (prefix ``OMSYNC_``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything omsync can be configured with.
+
+    Every field can be set through the environment as ``OMSYNC_<FIELD>``; dict and list fields
+    take JSON, e.g. ``OMSYNC_ENDPOINTS='{"HuaweiCloud:cn-north-4": "http://127.0.0.1:9000"}'``.
+    Invalid values raise ``pydantic.ValidationError`` naming the field.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OMSYNC_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("omsync-data"), description="Directory for the SQLite database and the master key file.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy async URL; default SQLite in data_dir. PostgreSQL: postgresql+psycopg://user:pw@host/db")
+    master_key: SecretStr | None = Field(default=None, description="Fernet key encrypting stored secrets; default: data_dir/master.key, created 0600 on first run.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    # API
+    max_keys_per_event: int = Field(default=100, ge=1, le=10_000, description="Most object keys one CreateSyncEvents call may carry.")
+    key_plus_means_space: bool = Field(default=True, description="Decode a bare '+' in event keys as a space (form encoding); false keeps it literal.")
+    max_pending_per_task: int = Field(default=5_000_000, ge=1, description="Pending keys per task above which events are refused with 503 and Retry-After.")
+    max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 APIGW.0201 beyond).")
+    max_tasks_per_project: int = Field(default=0, ge=0, description="Most sync tasks one project may own; 0 means no limit.")
+    signature_max_skew_seconds: int = Field(default=900, ge=1, description="Allowed difference between X-Sdk-Date and server time.")
+
+    # Endpoints of the clouds
+    endpoints: dict[str, str] = Field(default_factory=dict, description="Overrides 'CloudType:region' -> endpoint URL; '*:region' or 'CloudType:*' match any.")
+    fs_roots: list[Path] = Field(default_factory=list, description="Local directories that 'Local' tasks may use as buckets' parents.")
+
+    # Engine
+    workers: int = Field(default=16, ge=0, le=1024, description="Concurrent copies per process; 0 runs the API without workers.")
+    lease_seconds: float = Field(default=60.0, gt=0, description="How long a claimed key stays owned without a renewal.")
+    poll_interval_seconds: float = Field(default=0.2, gt=0, description="How often idle workers look for due keys written by other processes.")
+    max_attempts: int = Field(default=5, ge=1, description="Copy attempts for retryable errors before FAILURE retries_exhausted.")
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_concurrency: int = Field(default=4, ge=1, le=64)
+    object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")
+    store_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if name.count(":") != 1 or not all(name.split(":")):
+                raise ValueError(f"endpoint key {name!r} must look like 'CloudType:region'")
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint for {name!r} must start with http:// or https://")
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the configured one, or SQLite inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'omsync.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with keyword overrides taking precedence."""
+    return Settings(**overrides)  # type: ignore[arg-type]

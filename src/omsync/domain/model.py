@@ -1,0 +1,105 @@
+"""Value types shared by the API, the ledger and the engine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class CloudType(enum.StrEnum):
+    """``src_cloud_type`` values of the OMS API, plus omsync's own ``S3`` and ``Local``."""
+
+    AWS = "AWS"
+    AZURE = "Azure"
+    ALIYUN = "Aliyun"
+    TENCENT = "Tencent"
+    HUAWEI = "HuaweiCloud"
+    QINGCLOUD = "QingCloud"
+    KINGSOFT = "KingsoftCloud"
+    BAIDU = "Baidu"
+    QINIU = "Qiniu"
+    UCLOUD = "UCloud"
+    S3 = "S3"          # any S3-compatible endpoint named by an endpoint override
+    LOCAL = "Local"    # a local directory tree under an allowed root
+
+
+class TaskStatus(enum.StrEnum):
+    SYNCHRONIZING = "SYNCHRONIZING"
+    STOPPED = "STOPPED"
+
+
+class OverwriteMode(enum.StrEnum):
+    NO_OVERWRITE = "NO_OVERWRITE"
+    SIZE_LAST_MODIFIED = "SIZE_LAST_MODIFIED_COMPARISON_OVERWRITE"
+    CRC64 = "CRC64_COMPARISON_OVERWRITE"
+    FULL = "FULL_OVERWRITE"
+
+
+class ConsistencyCheck(enum.StrEnum):
+    """Request spelling; ``TRANSMISSION`` is reported as ``no_check`` in responses."""
+
+    SIZE_LAST_MODIFIED = "size_last_modified"
+    CRC64 = "crc64"
+    TRANSMISSION = "transmission"
+
+    @property
+    def response_value(self) -> str:
+        return "no_check" if self is ConsistencyCheck.TRANSMISSION else self.value
+
+
+class StoragePolicy(enum.StrEnum):
+    STANDARD = "STANDARD"
+    IA = "IA"
+    ARCHIVE = "ARCHIVE"
+    DEEP_ARCHIVE = "DEEP_ARCHIVE"
+    SRC_STORAGE_MAPPING = "SRC_STORAGE_MAPPING"
+
+
+class OutcomeKind(enum.StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:  # never print secrets
+        return "Credentials(***)"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the engine needs to copy a task's keys (credentials decrypted)."""
+
+    task_id: str
+    src_cloud_type: CloudType
+    src_region: str
+    src_bucket: str
+    src: Credentials
+    dst_region: str
+    dst_bucket: str
+    dst: Credentials
+    dst_cloud_type: CloudType
+    overwrite_mode: OverwriteMode
+    consistency_check: ConsistencyCheck
+    enable_metadata_migration: bool
+    dst_storage_policy: StoragePolicy | None
+    app_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final result of copying one key for one generation.
+
+    ``reason`` is a stable machine code (``source_not_found``, ``access_denied``,
+    ``retries_exhausted``, ``not_modified``, ``exists``, ``verify_failed``, ...); ``message`` is
+    human text; ``size`` counts into SIZE when ``kind`` is SUCCESS.
+    """
+
+    kind: OutcomeKind
+    reason: str | None = None
+    message: str | None = None
+    size: int = 0

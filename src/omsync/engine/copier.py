@@ -1,0 +1,418 @@
+"""Copy one key of a task from its source store to its destination store, verified.
+
+The steps, per key: refuse keys a side cannot hold; HEAD source and destination; decide by the
+task's ``object_overwrite_mode``; write (server-side copy when both sides are the same store
+object, else stream GET → PUT; multipart above the threshold); read the destination back and
+verify by ``consistency_check``; a copy that fails verification is deleted (when it is still
+ours) and reported as a retryable CORRUPT error.
+
+Memory: a streamed multipart copy holds at most ``part_concurrency`` parts (plus one read chunk)
+whatever the object size; a single-part copy holds the object, which is at most the threshold.
+A multipart upload registers its abort as soon as it exists, so a failure or a cancellation at
+any point leaves neither a partial object nor orphaned parts behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from omsync.config import Settings
+from omsync.domain.decisions import ObjectFacts, decide, verify
+from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, TaskSpec
+from omsync.engine.retry import CopyError, Side
+from omsync.engine.storage_class import destination_storage_class
+from omsync.stores.base import ErrorKind, ObjectInfo, ObjectStore, PutOptions, StoreError
+from omsync.stores.crc64 import Crc64
+
+log = logging.getLogger("omsync.engine.copier")
+
+SRC_ETAG_META = "omsync-src-etag"
+SRC_MTIME_META = "omsync-src-mtime"
+OWN_META_PREFIX = "omsync-"
+
+_T = TypeVar("_T")
+
+# Abort calls still running after their copy was cancelled; kept so they are not collected.
+_pending_aborts: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    """Sizes that shape a copy.
+
+    Objects larger than ``multipart_threshold`` bytes go multipart in parts of ``part_size``
+    (raised when the destination's minimum part size or part-count limit demands), at most
+    ``part_concurrency`` parts in flight. ``clock_skew_seconds`` is how far the two stores'
+    clocks may disagree when a copy is verified by last-modified time.
+    """
+
+    multipart_threshold: int = 64 * 1024 * 1024
+    part_size: int = 16 * 1024 * 1024
+    part_concurrency: int = 4
+    read_chunk: int = 1024 * 1024
+    clock_skew_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.part_size < 1 or self.part_concurrency < 1 or self.read_chunk < 1:
+            raise ValueError("part_size, part_concurrency and read_chunk must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CopyLimits:
+        return cls(
+            multipart_threshold=settings.multipart_threshold_bytes,
+            part_size=settings.part_size_bytes,
+            part_concurrency=settings.part_concurrency,
+        )
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a write produced: the store's answer and, when streamed, the bytes' CRC and size."""
+
+    info: ObjectInfo
+    crc64: int | None
+    size: int | None
+    how: str
+
+
+async def _on(side: Side, call: Awaitable[_T]) -> _T:
+    """Await a store call, tagging its StoreError with the side it was made against."""
+    try:
+        return await call
+    except CopyError:
+        raise
+    except StoreError as exc:
+        raise CopyError(side, exc) from exc
+
+
+def _facts(info: ObjectInfo) -> ObjectFacts:
+    return ObjectFacts(size=info.size, last_modified=info.last_modified, crc64=info.crc64ecma)
+
+
+def _http_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to surface from a failed task group: a store error first, the first
+    exception otherwise (a task group raises cancellations only as a plain CancelledError)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, StoreError):
+            return exc
+    return leaves[0]
+
+
+class Copier:
+    """Copies single keys; stateless apart from its limits, so one instance serves all slots."""
+
+    def __init__(self, limits: CopyLimits) -> None:
+        self.limits = limits
+
+    # -- public ---------------------------------------------------------------------------------
+
+    async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore) -> Outcome:
+        """Copy ``key`` from ``spec.src_bucket`` in ``source`` to ``spec.dst_bucket`` in
+        ``destination``.
+
+        Returns SUCCESS (``size`` = bytes copied, ``message`` = how it was copied and verified)
+        or SKIP (``reason`` from the overwrite decision, e.g. ``not_modified``, ``exists``,
+        ``crc64_equal``; ``same_object`` when source and destination are the same object).
+        Raises :class:`~omsync.engine.retry.CopyError` (a ``StoreError`` naming the side) for
+        every store failure, including ``unsupported_key`` for a key a side cannot hold and a
+        retryable CORRUPT ``verify_failed`` after a bad copy was removed; the caller classifies
+        it with the retry policy. Cancellation propagates after cleanup.
+        """
+        same_store = source is destination
+        if same_store and spec.src_bucket == spec.dst_bucket:
+            return Outcome(OutcomeKind.SKIP, reason="same_object",
+                           message="source and destination are the same object")
+        self._check_key(key, source, Side.SOURCE)
+        self._check_key(key, destination, Side.DESTINATION)
+
+        src = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
+        before = await self._head_destination(destination, spec.dst_bucket, key)
+        decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before else None)
+        if not decision.copy:
+            return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
+
+        options = self._options(spec, src, destination)
+        written = await self._write(spec, key, src, source, destination, options, same_store)
+        note = await self._verify(spec, key, src, destination, written)
+        message = f"{decision.reason}; {written.how}; {note}"
+        if decision.note:
+            message = f"{message}; overwrite decision: {decision.note}"
+        return Outcome(OutcomeKind.SUCCESS, reason=decision.reason, message=message, size=src.size)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_key(key: str, store: ObjectStore, side: Side) -> None:
+        problem = store.capabilities.key_problem(key)
+        if problem is not None:
+            kind = ErrorKind.INVALID if key == "" else ErrorKind.UNSUPPORTED
+            raise CopyError(side, StoreError(kind, f"{side.value} cannot hold this key: {problem}",
+                                             retryable=False, code="unsupported_key"))
+
+    @staticmethod
+    async def _head_destination(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            return await _on(Side.DESTINATION, store.head(bucket, key))
+        except CopyError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise
+
+    @staticmethod
+    def _options(spec: TaskSpec, src: ObjectInfo, destination: ObjectStore) -> PutOptions:
+        metadata: dict[str, str] = {}
+        if spec.enable_metadata_migration:
+            metadata.update(
+                (name, value) for name, value in src.metadata.items()
+                if not name.lower().startswith(OWN_META_PREFIX)
+            )
+        if src.etag:
+            metadata[SRC_ETAG_META] = src.etag
+        metadata[SRC_MTIME_META] = _http_time(src.last_modified)
+        return PutOptions(
+            content_type=src.content_type,
+            metadata=metadata,
+            storage_class=destination_storage_class(
+                spec.dst_storage_policy, src.storage_class, destination.capabilities
+            ),
+        )
+
+    async def _write(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
+                     destination: ObjectStore, options: PutOptions, same_store: bool) -> _Written:
+        caps = destination.capabilities
+        large = src.size > self.limits.multipart_threshold
+        if same_store and caps.server_side_copy:
+            if large and caps.multipart and caps.part_copy:
+                info = await self._multipart_server_copy(spec, key, src, destination, options)
+                return _Written(info, None, None, "server-side multipart copy")
+            if src.size <= caps.max_server_copy:
+                info = await _on(Side.SOURCE, destination.server_copy(
+                    spec.src_bucket, key, spec.dst_bucket, key, options))
+                return _Written(info, None, None, "server-side copy")
+        if (large or src.size > caps.max_single_put) and caps.multipart:
+            return await self._multipart_stream(spec, key, src, source, destination, options)
+        if src.size > caps.max_single_put:
+            raise CopyError(Side.DESTINATION, StoreError(
+                ErrorKind.UNSUPPORTED,
+                f"object of {src.size} bytes exceeds the destination's single-put limit and it "
+                "offers no multipart upload", retryable=False, code="object_too_large"))
+        return await self._single_stream(spec, key, src, source, destination, options)
+
+    def _part_size(self, size: int, destination: ObjectStore) -> int:
+        caps = destination.capabilities
+        by_count = -(-size // max(1, caps.max_part_count))
+        return max(self.limits.part_size, caps.min_part_size, by_count)
+
+    async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
+        """The source's bytes, with its StoreErrors tagged as source errors."""
+        stream = source.get(bucket, key, chunk_size=chunk)
+        try:
+            while True:
+                try:
+                    data = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except StoreError as exc:
+                    raise CopyError(Side.SOURCE, exc) from exc
+                yield data
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(StoreError):
+                    await aclose()
+
+    @staticmethod
+    def _changed(src: ObjectInfo, got: int) -> CopyError:
+        return CopyError(Side.SOURCE, StoreError(
+            ErrorKind.CORRUPT,
+            f"source changed while copying: expected {src.size} bytes, read {got}",
+            code="source_changed"))
+
+    async def _single_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
+                             destination: ObjectStore, options: PutOptions) -> _Written:
+        buffer = bytearray()
+        crc = Crc64()
+        chunk = min(self.limits.read_chunk, max(1, src.size))
+        reader = self._read(source, spec.src_bucket, key, chunk)
+        try:
+            async for data in reader:
+                buffer += data
+                crc.update(data)
+                if len(buffer) > src.size:
+                    raise self._changed(src, len(buffer))
+        finally:
+            await reader.aclose()
+        if len(buffer) != src.size:
+            raise self._changed(src, len(buffer))
+        body = bytes(buffer)
+        del buffer
+        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+        options = PutOptions(content_type=options.content_type, metadata=options.metadata,
+                             storage_class=options.storage_class, content_md5=md5)
+        info = await _on(Side.DESTINATION, destination.put(spec.dst_bucket, key, body, options))
+        return _Written(info, crc.value, len(body), "streamed")
+
+    async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
+                                destination: ObjectStore, options: PutOptions) -> _Written:
+        part_size = self._part_size(src.size, destination)
+        bucket = spec.dst_bucket
+        crc = Crc64()
+        etags: dict[int, str] = {}
+        # One permit per part held in memory, from the moment it starts filling until its upload
+        # returns: this is what bounds memory to part_size x part_concurrency.
+        permits = asyncio.Semaphore(self.limits.part_concurrency)
+
+        async def upload(number: int, data: bytes) -> None:
+            try:
+                etags[number] = await _on(Side.DESTINATION, destination.upload_part(
+                    bucket, key, upload_id, number, data))
+            finally:
+                permits.release()
+
+        upload_id = await _on(Side.DESTINATION, destination.create_multipart(bucket, key, options))
+        completed = False
+        try:
+            total = 0
+            number = 0
+            try:
+                async with asyncio.TaskGroup() as group:
+                    reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size))
+                    try:
+                        await permits.acquire()
+                        buffer = bytearray()
+                        async for data in reader:
+                            total += len(data)
+                            if total > src.size:
+                                raise self._changed(src, total)
+                            crc.update(data)
+                            buffer += data
+                            while len(buffer) >= part_size and total < src.size or len(buffer) > part_size:
+                                number += 1
+                                group.create_task(upload(number, bytes(buffer[:part_size])))
+                                del buffer[:part_size]
+                                await permits.acquire()
+                        if total != src.size:
+                            raise self._changed(src, total)
+                        if buffer or number == 0:
+                            number += 1
+                            group.create_task(upload(number, bytes(buffer)))
+                        else:
+                            permits.release()
+                        del buffer
+                    finally:
+                        await reader.aclose()
+            except BaseExceptionGroup as group_error:
+                raise _unwrap(group_error) from None
+            parts = [(n, etags[n]) for n in range(1, number + 1)]
+            info = await _on(Side.DESTINATION, destination.complete_multipart(bucket, key, upload_id, parts))
+            completed = True
+        finally:
+            if not completed:
+                await _abort(destination, bucket, key, upload_id)
+        return _Written(info, crc.value, total, f"streamed in {number} parts of up to {part_size} bytes")
+
+    async def _multipart_server_copy(self, spec: TaskSpec, key: str, src: ObjectInfo,
+                                     destination: ObjectStore, options: PutOptions) -> ObjectInfo:
+        part_size = self._part_size(src.size, destination)
+        bucket = spec.dst_bucket
+        etags: dict[int, str] = {}
+        permits = asyncio.Semaphore(self.limits.part_concurrency)
+        ranges = [(start, min(start + part_size, src.size)) for start in range(0, src.size, part_size)]
+
+        async def copy_part(number: int, start: int, end: int) -> None:
+            async with permits:
+                etags[number] = await _on(Side.SOURCE, destination.upload_part_copy(
+                    bucket, key, upload_id, number, spec.src_bucket, key, start, end))
+
+        upload_id = await _on(Side.DESTINATION, destination.create_multipart(bucket, key, options))
+        completed = False
+        try:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for number, (start, end) in enumerate(ranges, start=1):
+                        group.create_task(copy_part(number, start, end))
+            except BaseExceptionGroup as group_error:
+                raise _unwrap(group_error) from None
+            parts = [(n, etags[n]) for n in range(1, len(ranges) + 1)]
+            info = await _on(Side.DESTINATION, destination.complete_multipart(bucket, key, upload_id, parts))
+            completed = True
+        finally:
+            if not completed:
+                await _abort(destination, bucket, key, upload_id)
+        return info
+
+    async def _verify(self, spec: TaskSpec, key: str, src: ObjectInfo, destination: ObjectStore,
+                      written: _Written) -> str:
+        """Read the destination back and check it; returns how it was verified (for the outcome
+        message). A failed check removes the copy when it is still ours and raises CORRUPT."""
+        after = await self._head_destination(destination, spec.dst_bucket, key)
+        facts = _facts(after) if after is not None else None
+        skew = self.limits.clock_skew_seconds
+        result = verify(spec.consistency_check, _facts(src), facts, written.crc64, written.size,
+                        clock_skew_seconds=skew)
+        note = result.note
+        if not result.ok and result.reason == "unverifiable":
+            # Nothing to compare CRC64 with (a server-side copy between stores that expose none):
+            # check what can be checked and say so in the outcome rather than pass silently.
+            fallback = verify(ConsistencyCheck.SIZE_LAST_MODIFIED, _facts(src), facts,
+                              clock_skew_seconds=skew)
+            note = f"unverifiable by CRC64 ({result.note}); compared size and last-modified"
+            result = fallback
+        if result.ok:
+            text = f"verified by {result.method.value}"
+            if spec.consistency_check is ConsistencyCheck.TRANSMISSION:
+                text = f"transmission check; {text}"
+            return f"{text} ({note})" if note else text
+        detail = f"{result.reason}" + (f": {note}" if note else "")
+        if after is not None and self._ours(written.info, after):
+            await _on(Side.DESTINATION, destination.delete(spec.dst_bucket, key))
+            detail += "; the bad copy was deleted"
+        else:
+            detail += "; the destination object was left alone (not written by this copy)"
+        raise CopyError(Side.DESTINATION, StoreError(
+            ErrorKind.CORRUPT, f"verification failed: {detail}", code="verify_failed"))
+
+    @staticmethod
+    def _ours(written: ObjectInfo, current: ObjectInfo) -> bool:
+        """Whether the object now at the destination is the one this copy wrote: ETags decide
+        when both are known; otherwise sizes and timestamps must match the write's answer."""
+        if written.etag and current.etag:
+            return written.etag == current.etag
+        return written.size == current.size and int(current.last_modified) >= int(written.last_modified) - 1
+
+
+async def _abort(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a multipart upload even when the copy is being cancelled; a failing abort is
+    logged (the original error matters more) and the upload stays listable for cleanup."""
+    task = asyncio.ensure_future(store.abort_multipart(bucket, key, upload_id))
+    _pending_aborts.add(task)
+    task.add_done_callback(_pending_aborts.discard)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Cancelled again while aborting: the abort keeps running on its own.
+        raise
+    except StoreError as exc:
+        log.warning("could not abort multipart upload of %r in bucket %r: %s", key, bucket, exc.message)

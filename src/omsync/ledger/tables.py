@@ -1,0 +1,130 @@
+"""Table definitions. The schema itself is created by the Alembic migrations next to this file;
+these objects describe it for queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants BIGINT for big ledgers.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("project_id", String(1024), nullable=False, index=True),
+    Column("secret_enc", Text, nullable=False),  # the SK, encrypted: HMAC verification needs it
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+auth_tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the token; the token is never stored
+    Column("project_id", String(1024), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+sync_tasks = Table(
+    "sync_tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(1024), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("src_cloud_type", String(32), nullable=False),
+    Column("src_region", String(100), nullable=False),
+    Column("src_bucket", String(1024), nullable=False),
+    Column("dst_cloud_type", String(32), nullable=False),
+    Column("dst_region", String(100), nullable=False),
+    Column("dst_bucket", String(1024), nullable=False),
+    Column("credentials_enc", Text, nullable=False),  # Fernet token of {src_ak, src_sk, dst_ak, dst_sk}
+    Column("description", String(255), nullable=True),
+    Column("enable_metadata_migration", Boolean, nullable=False),
+    Column("enable_restore", Boolean, nullable=False),
+    Column("enable_kms", Boolean, nullable=False),
+    Column("dst_storage_policy", String(32), nullable=True),
+    Column("app_id", String(255), nullable=True),
+    Column("source_cdn", Text, nullable=True),  # JSON of the non-secret CDN fields
+    Column("options", Text, nullable=False, server_default="{}"),  # JSON: crypto types, kms ids
+    Column("consistency_check", String(32), nullable=False),
+    Column("object_overwrite_mode", String(64), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_start_time", BigInteger, nullable=False),
+    Column("pending_keys", BigInteger, nullable=False, server_default="0"),
+    Index("ix_sync_tasks_project", "project_id", "create_time"),
+)
+
+# One row per (task, key): the queue and the record of every key's state (design §3).
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("key", LargeBinary, nullable=False),  # UTF-8 bytes of the object key, exact
+    Column("generation", BigInteger, nullable=False),  # accepted occurrences so far
+    Column("reported_generation", BigInteger, nullable=False),  # occurrences already given an outcome
+    Column("copied_generation", BigInteger, nullable=False, server_default="0"),
+    Column("state", String(16), nullable=False),  # pending | inflight | done | failed
+    Column("due_at", BigInteger, nullable=False),  # ms: next attempt (pending) or lease expiry (inflight)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64), nullable=True),
+    Column("pending_since", BigInteger, nullable=True),  # ms of the oldest unaccounted occurrence
+    Column("outcome", String(16), nullable=True),
+    Column("reason", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("task_id", "key", name="uq_ledger_task_key"),
+    Index(
+        "ix_ledger_due",
+        "due_at",
+        sqlite_where=text("state IN ('pending', 'inflight')"),
+        postgresql_where=text("state IN ('pending', 'inflight')"),
+    ),
+    Index("ix_ledger_task_state", "task_id", "state"),
+)
+
+# Outcome counts in 5-minute buckets, updated in the same transaction as the outcome.
+stat_buckets = Table(
+    "stat_buckets",
+    metadata,
+    Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("bucket_start", BigInteger, primary_key=True),  # ms, multiple of 300,000
+    Column("request", BigInteger, nullable=False, server_default="0"),
+    Column("success", BigInteger, nullable=False, server_default="0"),
+    Column("failure", BigInteger, nullable=False, server_default="0"),
+    Column("skip", BigInteger, nullable=False, server_default="0"),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+)
+
+# Final outcomes waiting to be written into the destination's object lists.
+outcome_log = Table(
+    "outcome_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_outcome_log_task", "task_id", "id"),
+)

@@ -1,0 +1,264 @@
+"""Sync tasks, access keys and operator tokens: the rows behind the API's resources."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from omsync.db import Database
+from omsync.domain.model import (
+    CloudType,
+    ConsistencyCheck,
+    Credentials,
+    OverwriteMode,
+    StoragePolicy,
+    TaskSpec,
+    TaskStatus,
+)
+from omsync.ledger.queue import TaskNotFound, now_ms
+from omsync.ledger.tables import access_keys, auth_tokens, sync_tasks
+from omsync.secrets import SecretBox, hash_token
+
+
+class TaskBusy(RuntimeError):
+    """The operation is not allowed in the task's current status."""
+
+
+class TaskLimitReached(RuntimeError):
+    """The project already owns the configured maximum number of tasks."""
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access_key: str
+    project_id: str
+    created_at: int
+    revoked_at: int | None
+
+
+CREDENTIAL_FIELDS = ("src_ak", "src_sk", "dst_ak", "dst_sk")
+
+
+class TaskRepository:
+    """CRUD of sync tasks, scoped by project: a task of another project is :class:`TaskNotFound`."""
+
+    def __init__(self, db: Database, box: SecretBox, *, max_tasks_per_project: int = 0) -> None:
+        self.db = db
+        self.box = box
+        self.max_tasks_per_project = max_tasks_per_project
+
+    async def create(self, project_id: str, fields: Mapping[str, Any], credentials: Mapping[str, str]) -> str:
+        """Store a new task, SYNCHRONIZING at once (OMS starts tasks on creation); returns its id.
+
+        ``credentials`` holds src_ak/src_sk/dst_ak/dst_sk; they are stored encrypted only.
+        Raises :class:`TaskLimitReached` when the project's task cap is reached.
+        """
+        task_id = str(uuid.uuid4())
+        at = now_ms()
+        async with self.db.write() as conn:
+            if self.max_tasks_per_project:
+                owned = await conn.scalar(
+                    select(func.count()).select_from(sync_tasks).where(sync_tasks.c.project_id == project_id)
+                )
+                if (owned or 0) >= self.max_tasks_per_project:
+                    raise TaskLimitReached(project_id)
+            await conn.execute(
+                sync_tasks.insert().values(
+                    id=task_id, project_id=project_id, status=TaskStatus.SYNCHRONIZING.value,
+                    credentials_enc=self.box.encrypt_json({k: credentials[k] for k in CREDENTIAL_FIELDS}),
+                    create_time=at, last_start_time=at, **fields,
+                )
+            )
+        return task_id
+
+    async def get(self, project_id: str, task_id: str) -> Mapping[str, Any]:
+        """The task's row (without credentials). Raises :class:`TaskNotFound`."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(sync_tasks).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                )
+            ).mappings().first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return {k: v for k, v in row.items() if k != "credentials_enc"}
+
+    async def list(
+        self, project_id: str, *, limit: int, offset: int, status: str | None
+    ) -> tuple[list[Mapping[str, Any]], int]:
+        """One page of the project's tasks, newest first, and the total count matching."""
+        where = [sync_tasks.c.project_id == project_id]
+        if status:
+            where.append(sync_tasks.c.status == status)
+        async with self.db.read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(sync_tasks).where(*where))
+            rows = (
+                await conn.execute(
+                    select(sync_tasks).where(*where)
+                    .order_by(sync_tasks.c.create_time.desc(), sync_tasks.c.id).limit(limit).offset(offset)
+                )
+            ).mappings().all()
+        return [{k: v for k, v in r.items() if k != "credentials_enc"} for r in rows], int(total or 0)
+
+    async def delete(self, project_id: str, task_id: str) -> None:
+        """Delete a stopped task with its ledger and statistics. Raises :class:`TaskNotFound`,
+        :class:`TaskBusy` while SYNCHRONIZING."""
+        async with self.db.write() as conn:
+            status = await conn.scalar(
+                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+            )
+            if status is None:
+                raise TaskNotFound(task_id)
+            if status == TaskStatus.SYNCHRONIZING.value:
+                raise TaskBusy("a synchronizing task cannot be deleted; stop it first")
+            await conn.execute(delete(sync_tasks).where(sync_tasks.c.id == task_id))
+
+    async def start(self, project_id: str, task_id: str, credentials: Mapping[str, str]) -> None:
+        """STOPPED → SYNCHRONIZING with fresh credentials; updates ``last_start_time``.
+        Raises :class:`TaskNotFound`, :class:`TaskBusy` when already synchronizing."""
+        await self._transition(
+            project_id, task_id, TaskStatus.STOPPED, TaskStatus.SYNCHRONIZING,
+            credentials_enc=self.box.encrypt_json({k: credentials[k] for k in CREDENTIAL_FIELDS}),
+            last_start_time=now_ms(),
+        )
+
+    async def stop(self, project_id: str, task_id: str) -> None:
+        """SYNCHRONIZING → STOPPED. Pending keys stay in the ledger and resume on start.
+        Raises :class:`TaskNotFound`, :class:`TaskBusy` when already stopped."""
+        await self._transition(project_id, task_id, TaskStatus.SYNCHRONIZING, TaskStatus.STOPPED)
+
+    async def _transition(
+        self, project_id: str, task_id: str, source: TaskStatus, target: TaskStatus, **values: Any
+    ) -> None:
+        async with self.db.write() as conn:
+            status = await conn.scalar(
+                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+            )
+            if status is None:
+                raise TaskNotFound(task_id)
+            if status != source.value:
+                raise TaskBusy(f"the task is {status}; only a {source.value} task can become {target.value}")
+            await conn.execute(
+                update(sync_tasks).where(sync_tasks.c.id == task_id).values(status=target.value, **values)
+            )
+
+    async def spec(self, task_id: str) -> TaskSpec:
+        """Everything the engine needs for a task, credentials decrypted. Raises :class:`TaskNotFound`."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(sync_tasks).where(sync_tasks.c.id == task_id))).mappings().first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        creds = self.box.decrypt_json(row["credentials_enc"])
+        return TaskSpec(
+            task_id=task_id,
+            src_cloud_type=CloudType(row["src_cloud_type"]),
+            src_region=row["src_region"],
+            src_bucket=row["src_bucket"],
+            src=Credentials(creds["src_ak"], creds["src_sk"]),
+            dst_cloud_type=CloudType(row["dst_cloud_type"]),
+            dst_region=row["dst_region"],
+            dst_bucket=row["dst_bucket"],
+            dst=Credentials(creds["dst_ak"], creds["dst_sk"]),
+            overwrite_mode=OverwriteMode(row["object_overwrite_mode"]),
+            consistency_check=ConsistencyCheck(row["consistency_check"]),
+            enable_metadata_migration=bool(row["enable_metadata_migration"]),
+            dst_storage_policy=StoragePolicy(row["dst_storage_policy"]) if row["dst_storage_policy"] else None,
+            app_id=row["app_id"],
+        )
+
+    async def running_task_ids(self) -> list[str]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(sync_tasks.c.id).where(sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value)
+            )
+            return [r.id for r in rows]
+
+
+class KeyRepository:
+    """API access keys (AK/SK per project) and operator-issued X-Auth-Token values."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self.db = db
+        self.box = box
+
+    async def create_key(self, project_id: str) -> tuple[str, str]:
+        """Create an AK/SK pair for ``project_id``; the SK is returned once and stored encrypted."""
+        access_key = secrets.token_hex(10).upper()
+        secret_key = secrets.token_urlsafe(30)
+        async with self.db.write() as conn:
+            await conn.execute(
+                access_keys.insert().values(
+                    access_key=access_key, project_id=project_id,
+                    secret_enc=self.box.encrypt(secret_key), created_at=now_ms(),
+                )
+            )
+        return access_key, secret_key
+
+    async def list_keys(self, project_id: str | None = None) -> list[AccessKey]:
+        query = select(access_keys.c.access_key, access_keys.c.project_id, access_keys.c.created_at,
+                       access_keys.c.revoked_at).order_by(access_keys.c.created_at)
+        if project_id is not None:
+            query = query.where(access_keys.c.project_id == project_id)
+        async with self.db.read() as conn:
+            return [AccessKey(*r) for r in await conn.execute(query)]
+
+    async def revoke_key(self, access_key: str) -> bool:
+        """Revoke a key; False when no active key has that id."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(access_keys)
+                .where(access_keys.c.access_key == access_key, access_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now_ms())
+            )
+        return bool(result.rowcount)
+
+    async def lookup_key(self, access_key: str) -> tuple[str, str] | None:
+        """(secret_key, project_id) of an active key, or None."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(access_keys.c.secret_enc, access_keys.c.project_id).where(
+                        access_keys.c.access_key == access_key, access_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return self.box.decrypt(row.secret_enc), row.project_id
+
+    async def create_token(self, project_id: str) -> str:
+        """Issue an X-Auth-Token for ``project_id``; only its hash is stored."""
+        token = "omsync-" + secrets.token_urlsafe(32)
+        async with self.db.write() as conn:
+            await conn.execute(
+                auth_tokens.insert().values(token_hash=hash_token(token), project_id=project_id, created_at=now_ms())
+            )
+        return token
+
+    async def revoke_token(self, token: str) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(auth_tokens)
+                .where(auth_tokens.c.token_hash == hash_token(token), auth_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now_ms())
+            )
+        return bool(result.rowcount)
+
+    async def project_for_token(self, token: str) -> str | None:
+        async with self.db.read() as conn:
+            value = await conn.scalar(
+                select(auth_tokens.c.project_id).where(
+                    auth_tokens.c.token_hash == hash_token(token), auth_tokens.c.revoked_at.is_(None)
+                )
+            )
+        return str(value) if value is not None else None
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,56 @@
+"""The composition root: builds database, repositories, stores and engine from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from omsync.config import Settings
+from omsync.db import Database
+from omsync.ledger.migrate import upgrade
+from omsync.ledger.queue import Ledger
+from omsync.ledger.tasks import KeyRepository, TaskRepository
+from omsync.secrets import SecretBox
+
+
+class Notifier(Protocol):
+    def notify(self) -> None: ...
+
+
+@dataclass
+class Services:
+    """Everything a process needs, built once from Settings."""
+
+    settings: Settings
+    db: Database
+    box: SecretBox
+    ledger: Ledger
+    tasks: TaskRepository
+    keys: KeyRepository
+    listeners: list[Notifier] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
+        """Open the database (bringing its schema up to date when ``migrate``) and repositories."""
+        url = settings.resolved_database_url
+        if migrate:
+            await asyncio.to_thread(upgrade, url)
+        db = Database(url)
+        box = SecretBox.from_settings(settings)
+        return cls(
+            settings=settings,
+            db=db,
+            box=box,
+            ledger=Ledger(db, max_pending_per_task=settings.max_pending_per_task),
+            tasks=TaskRepository(db, box, max_tasks_per_project=settings.max_tasks_per_project),
+            keys=KeyRepository(db, box),
+        )
+
+    def work_arrived(self) -> None:
+        """Wake in-process workers after events were committed."""
+        for listener in self.listeners:
+            listener.notify()
+
+    async def close(self) -> None:
+        await self.db.close()
