@@ -46,8 +46,8 @@ async def authenticate(request: Request, services: Services) -> str:
     try:
         verify_request(
             request.method,
-            request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
-            request.scope.get("query_string", b"").decode("latin-1"),
+            request.scope.get("raw_path") or request.url.path.encode(),
+            request.scope.get("query_string", b""),
             request.headers,
             body,
             lambda ak: secret if ak == access_key else None,

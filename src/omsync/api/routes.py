@@ -220,7 +220,10 @@ async def show_sync_task(
     """ShowSyncTask: the task and the counters of the calendar month (UTC) of ``query_time``."""
     at = _epoch_ms("query_time", query_time)
     row = await _task(services, project_id, sync_task_id)
-    start, end = month_range(at)
+    try:
+        start, end = month_range(at)
+    except StatsRangeError as exc:
+        raise invalid("query_time", str(exc)) from exc
     totals = await services.ledger.totals(sync_task_id, start, end)
     return {
         **_task_info(row),

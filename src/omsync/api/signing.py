@@ -226,7 +226,7 @@ def canonical_request(
     signed_headers: Iterable[str],
     body: bytes,
 ) -> str:
-    """The CanonicalRequest of §8.2 for a request as received.
+    """The CanonicalRequest (see the module docstring) for a request as received.
 
     ``headers`` may be a mapping or a list of (name, value) pairs (to expose repeated headers).
     Raises :class:`SignatureError` as :func:`canonical_headers` does.

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,9 +28,9 @@ from omsync.config import Settings
 from omsync.domain.decisions import ObjectFacts, decide, verify
 from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, TaskSpec
 from omsync.engine.retry import CopyError, Side
-from omsync.engine.storage_class import destination_storage_class
 from omsync.stores.base import ErrorKind, ObjectInfo, ObjectStore, PutOptions, StoreError
 from omsync.stores.crc64 import Crc64
+from omsync.stores.profiles import destination_storage_class, get_profile
 
 log = logging.getLogger("omsync.engine.copier")
 
@@ -95,6 +95,33 @@ async def _on(side: Side, call: Awaitable[_T]) -> _T:
 
 def _facts(info: ObjectInfo) -> ObjectFacts:
     return ObjectFacts(size=info.size, last_modified=info.last_modified, crc64=info.crc64ecma)
+
+
+def _storage_class(spec: TaskSpec, src: ObjectInfo) -> str | None:
+    """The class to write for the task's ``dst_storage_policy`` (see the provider profiles).
+
+    A destination whose profile names no classes at all (a local directory) takes none. A tier
+    the destination does not offer fails the key (``unsupported_storage_class``) rather than
+    silently landing in another class.
+    """
+    policy = spec.dst_storage_policy
+    if policy is None:
+        return None
+    try:
+        destination = get_profile(spec.dst_cloud_type.value)
+    except KeyError:
+        return None
+    if not destination.storage_policy:
+        return None
+    try:
+        source = get_profile(spec.src_cloud_type.value)
+    except KeyError:
+        source = None
+    try:
+        return destination_storage_class(policy.value, destination, source, src.storage_class)
+    except ValueError as exc:
+        raise CopyError(Side.DESTINATION, StoreError(
+            ErrorKind.UNSUPPORTED, str(exc), retryable=False, code="unsupported_storage_class")) from exc
 
 
 def _http_time(epoch: float) -> str:
@@ -194,9 +221,7 @@ class Copier:
         return PutOptions(
             content_type=src.content_type,
             metadata=metadata,
-            storage_class=destination_storage_class(
-                spec.dst_storage_policy, src.storage_class, destination.capabilities
-            ),
+            storage_class=_storage_class(spec, src),
         )
 
     async def _write(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
@@ -223,9 +248,17 @@ class Copier:
     def _part_size(self, size: int, destination: ObjectStore) -> int:
         caps = destination.capabilities
         by_count = -(-size // max(1, caps.max_part_count))
+        if caps.exact_part_size:
+            if caps.exact_part_size < by_count:
+                raise CopyError(Side.DESTINATION, StoreError(
+                    ErrorKind.UNSUPPORTED,
+                    f"object of {size} bytes needs more than {caps.max_part_count} parts of the "
+                    f"destination's fixed part size {caps.exact_part_size}",
+                    retryable=False, code="object_too_large"))
+            return caps.exact_part_size
         return max(self.limits.part_size, caps.min_part_size, by_count)
 
-    async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
+    async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int) -> AsyncGenerator[bytes]:
         """The source's bytes, with its StoreErrors tagged as source errors."""
         stream = source.get(bucket, key, chunk_size=chunk)
         try:
@@ -308,10 +341,13 @@ class Copier:
                                 raise self._changed(src, total)
                             crc.update(data)
                             buffer += data
-                            while len(buffer) >= part_size and total < src.size or len(buffer) > part_size:
+                            while (len(buffer) >= part_size and total < src.size) or len(buffer) > part_size:
                                 number += 1
-                                group.create_task(upload(number, bytes(buffer[:part_size])))
+                                with memoryview(buffer) as view:
+                                    part = bytes(view[:part_size])
                                 del buffer[:part_size]
+                                group.create_task(upload(number, part))
+                                del part
                                 await permits.acquire()
                         if total != src.size:
                             raise self._changed(src, total)

@@ -28,6 +28,7 @@ CONFLICT = "conflict"
 INTERNAL_ERROR = "internal_error"
 
 _REASON_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CAMEL_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _MESSAGE_LIMIT = 2000
 
 
@@ -99,9 +100,21 @@ def final_reason(error: StoreError) -> str | None:
         return ACCESS_DENIED
     if error.retryable:
         return None
-    if error.code and error.code != kind.value and _REASON_CODE.match(error.code):
-        return error.code
+    own = _reason_code(error)
+    if own is not None and own != kind.value:
+        return own
     return {ErrorKind.UNSUPPORTED: UNSUPPORTED, ErrorKind.INVALID: INVALID_REQUEST}.get(kind, CONFLICT)
+
+
+def _reason_code(error: StoreError) -> str | None:
+    """The error's code as a snake_case reason (``UnsupportedKey`` → ``unsupported_key``), or
+    None when it has no usable code."""
+    code = error.code or ""
+    if _REASON_CODE.match(code):
+        return code
+    if _CAMEL_CODE.match(code):
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", code).lower()
+    return None
 
 
 @dataclass(frozen=True)
@@ -152,7 +165,8 @@ class RetryPolicy:
                 OutcomeKind.FAILURE, reason=RETRIES_EXHAUSTED,
                 message=f"{failed} attempts; last: {message}",
             ))
-        return Retry(self.delay(failed, error.retry_after, rng), (error.code or error.kind.value)[:64], message)
+        reason = _reason_code(error) or error.kind.value
+        return Retry(self.delay(failed, error.retry_after, rng), reason, message)
 
     def decide_internal(self, exc: BaseException, attempts_before: int,
                         rng: random.Random | None = None) -> Verdict:
