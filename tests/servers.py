@@ -206,12 +206,16 @@ def start_seaweedfs(access_key: str = "weed-access-key", secret_key: str = "weed
     env["AWS_ACCESS_KEY_ID"] = access_key
     env["AWS_SECRET_ACCESS_KEY"] = secret_key
     help_text = subprocess.run([weed, "mini", "-h"], capture_output=True, timeout=30, check=False)
-    if b"-s3.port" in help_text.stdout + help_text.stderr:
+    help_out = help_text.stdout + help_text.stderr
+    if b"-s3.port" in help_out:
         argv = [
             weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-master.telemetry=false",
             "-webdav=false", *(f"-{name}={port}" for name, port in ports.items()),
         ]
+        if b"-s3.autoCreateBucket" in help_out:
+            # A PUT into a missing bucket must fail (NOT_FOUND), as on every other S3.
+            argv.append("-s3.autoCreateBucket=false")
     else:
         ports.pop("admin.port")
         ports.pop("admin.port.grpc")

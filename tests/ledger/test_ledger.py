@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from omsync.config import Settings
 from omsync.domain.model import Outcome, OutcomeKind
 from omsync.ledger import queue as queue_module
-from omsync.ledger.queue import BacklogFull, Ledger, TaskNotFound
+from omsync.ledger.queue import BacklogFull, TaskNotFound
 from omsync.ledger.tables import ledger as ledger_table
 from omsync.services import Services
 

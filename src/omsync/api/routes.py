@@ -206,7 +206,7 @@ async def list_sync_tasks(
     status: Annotated[str | None, Query(pattern="^(SYNCHRONIZING|STOPPED)$")] = None,
 ) -> dict[str, Any]:
     """ListSyncTasks: a page of the project's tasks and the total number matching."""
-    rows, count = await services.tasks.list(project_id, limit=limit, offset=offset, status=status)
+    rows, count = await services.tasks.page(project_id, limit=limit, offset=offset, status=status)
     return {"tasks": [_task_info(r) for r in rows], "count": count}
 
 

@@ -89,7 +89,7 @@ class TaskRepository:
             raise TaskNotFound(task_id)
         return {k: v for k, v in row.items() if k != "credentials_enc"}
 
-    async def list(
+    async def page(
         self, project_id: str, *, limit: int, offset: int, status: str | None
     ) -> tuple[list[Mapping[str, Any]], int]:
         """One page of the project's tasks, newest first, and the total count matching."""

@@ -121,7 +121,7 @@ class Capabilities:
             return
         if key == "" or problem.startswith("key is not valid"):
             raise StoreError(ErrorKind.INVALID, problem, code="InvalidKey")
-        if self.limitation:
+        if self.limitation and not problem.startswith("key is "):
             problem = f"{problem} ({self.limitation})"
         raise StoreError(ErrorKind.UNSUPPORTED, problem, code="UnsupportedKey")
 

@@ -374,8 +374,13 @@ class S3Store:
             raise StoreError(ErrorKind.UNSUPPORTED, f"{self.endpoint_url} does not offer {what}",
                              code="NotImplemented")
 
-    def _decode(self, value: str) -> str:
-        return unquote_plus(value) if self.url_encoded_listing else value
+    @staticmethod
+    def _decoder(response: Mapping[str, Any]) -> Callable[[str], str]:
+        """Keys are decoded only when the server says it encoded them: some servers ignore
+        ``encoding-type`` (for some or all listings) and send raw keys."""
+        if str(response.get("EncodingType") or "").lower() == "url":
+            return unquote_plus
+        return str
 
     def _info_from_head(self, key: str, response: Mapping[str, Any]) -> ObjectInfo:
         headers = _headers(response)
@@ -422,9 +427,13 @@ class S3Store:
         try:
             response = await client.get_object(**params)
         except boto_exc.ClientError as exc:
-            if start > 0 and _is_range_at_end(exc, start):
-                return
-            raise translate_error(exc, "get", bucket, key) from exc
+            error = translate_error(exc, "get", bucket, key)
+            if start > 0 and error.code == "InvalidRange":
+                # Unsatisfiable: empty when ``start`` is exactly the end of the object.
+                info = await self.head(bucket, key)
+                if info.size == start:
+                    return
+            raise error from exc
         except Exception as exc:
             raise translate_error(exc, "get", bucket, key) from exc
         body = response["Body"]
@@ -461,7 +470,8 @@ class S3Store:
             headers = _headers(response)
             return ObjectInfo(
                 key=key, size=len(data), last_modified=_date(headers), etag=_clean_etag(response.get("ETag")),
-                content_type=options.content_type, metadata=dict(options.metadata),
+                content_type=options.content_type,
+                metadata={name.lower(): value for name, value in options.metadata.items()},
                 crc64ecma=self._crc64(headers), storage_class=options.storage_class,
             )
 
@@ -546,15 +556,16 @@ class S3Store:
                 params["EncodingType"] = "url"
             while True:
                 response = await client.list_multipart_uploads(**params)
+                decode = self._decoder(response)
                 for upload in response.get("Uploads") or ():
-                    found.append((self._decode(upload["Key"]), str(upload["UploadId"])))
+                    found.append((decode(upload["Key"]), str(upload["UploadId"])))
                 if not response.get("IsTruncated"):
                     break
                 next_key = response.get("NextKeyMarker")
                 next_id = response.get("NextUploadIdMarker")
                 if not next_key and not next_id:
                     break
-                params["KeyMarker"] = self._decode(next_key or "")
+                params["KeyMarker"] = decode(next_key or "")
                 params["UploadIdMarker"] = next_id or ""
             return found
 
@@ -603,9 +614,10 @@ class S3Store:
                 if token:
                     params["Marker"] = token
                 response = await client.list_objects(**params)
+            decode = self._decoder(response)
             keys = [
                 ObjectInfo(
-                    key=self._decode(item["Key"]),
+                    key=decode(item["Key"]),
                     size=int(item.get("Size") or 0),
                     last_modified=item["LastModified"].timestamp() if item.get("LastModified") else 0.0,
                     etag=_clean_etag(item.get("ETag")),
@@ -619,7 +631,7 @@ class S3Store:
                     next_token = response.get("NextContinuationToken") or None
                 else:
                     marker = response.get("NextMarker")
-                    next_token = self._decode(marker) if marker else (keys[-1].key if keys else None)
+                    next_token = decode(marker) if marker else (keys[-1].key if keys else None)
             return ListPage(keys=keys, next_token=next_token)
 
         return await self._call("list", bucket, prefix, call)
@@ -633,13 +645,3 @@ def _date(headers: Mapping[str, str]) -> float:
         except (TypeError, ValueError):
             pass
     return time.time()
-
-
-def _is_range_at_end(exc: boto_exc.ClientError, start: int) -> bool:
-    """True for a 416 whose ``Content-Range: bytes */<size>`` says ``start`` is exactly the end."""
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    if meta.get("HTTPStatusCode") != 416:
-        return False
-    headers = {str(k).lower(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
-    total = headers.get("content-range", "").rpartition("/")[2]
-    return total.isdigit() and int(total) == start

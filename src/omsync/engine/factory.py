@@ -1,0 +1,100 @@
+"""Stores for the two sides of a task, built once and shared.
+
+A side is ``(cloud type, region, credentials)``. S3-compatible clouds resolve through the
+provider profiles and the ``endpoints`` setting into an :class:`~omsync.stores.s3.S3Store`;
+``Local`` is one :class:`~omsync.stores.fs.FsStore` over ``fs_roots``. Sides with the same
+endpoint, signing region, dialect and credentials get the *same* store object, which is how the
+copier recognises that a server-side copy is possible; S3 stores with the same endpoint and
+credentials also share one aiobotocore client and its connection pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+
+from omsync.config import Settings
+from omsync.domain.model import CloudType, Credentials, TaskSpec
+from omsync.stores.base import ErrorKind, ObjectStore, StoreError
+from omsync.stores.fs import FsStore
+from omsync.stores.profiles import EndpointError, get_profile, resolve_endpoint
+
+log = logging.getLogger("omsync.engine.factory")
+
+_StoreKey = tuple[str, ...]
+
+
+def addressed(spec: TaskSpec) -> TaskSpec:
+    """``spec`` with bucket names as the providers address them (Tencent COS buckets carry
+    ``-<APPID>``, added from ``app_id`` when missing)."""
+    def name(cloud: CloudType, bucket: str) -> str:
+        try:
+            return get_profile(cloud.value).bucket_name(bucket, spec.app_id)
+        except KeyError:
+            return bucket
+
+    src_bucket = name(spec.src_cloud_type, spec.src_bucket)
+    dst_bucket = name(spec.dst_cloud_type, spec.dst_bucket)
+    if (src_bucket, dst_bucket) == (spec.src_bucket, spec.dst_bucket):
+        return spec
+    return dataclasses.replace(spec, src_bucket=src_bucket, dst_bucket=dst_bucket)
+
+
+class StoreFactory:
+    """Builds and caches the stores of task sides from ``settings`` (``endpoints``,
+    ``fs_roots``, ``store_timeout_seconds``, ``workers`` × ``part_concurrency`` for pool size).
+
+    Implements :class:`~omsync.engine.ports.StoreProvider`. ``close()`` releases every store it
+    built; it must be called once the engine has stopped.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stores: dict[_StoreKey, ObjectStore] = {}
+        self._fs: FsStore | None = None
+
+    async def source(self, spec: TaskSpec) -> ObjectStore:
+        """The source side's store. Raises ``StoreError(INVALID, code="invalid_endpoint")`` when
+        the cloud type / region cannot be resolved (not retryable)."""
+        return self.store(spec.src_cloud_type, spec.src_region, spec.src, side="src")
+
+    async def destination(self, spec: TaskSpec) -> ObjectStore:
+        """The destination side's store (see :meth:`source`)."""
+        return self.store(spec.dst_cloud_type, spec.dst_region, spec.dst, side="dst")
+
+    def store(self, cloud_type: CloudType, region: str, credentials: Credentials, *, side: str = "") -> ObjectStore:
+        """The shared store for one side; see the module docstring for what makes two sides share."""
+        if cloud_type is CloudType.LOCAL:
+            if self._fs is None:
+                self._fs = FsStore(self.settings.fs_roots)
+            return self._fs
+        try:
+            resolved = resolve_endpoint(cloud_type.value, region, self.settings.endpoints, side=side or None)
+        except EndpointError as exc:
+            raise StoreError(ErrorKind.INVALID, str(exc), retryable=False, code="invalid_endpoint") from exc
+        secret_digest = hashlib.sha256(credentials.secret_key.encode("utf-8")).hexdigest()
+        key = (cloud_type.value, resolved.url, resolved.region, resolved.addressing_style,
+               resolved.quirks or "", credentials.access_key, secret_digest)
+        store = self._stores.get(key)
+        if store is None:
+            from omsync.stores.s3 import S3Store  # aiobotocore only where S3 is used
+
+            pool = max(32, min(512, self.settings.workers * (self.settings.part_concurrency + 1)))
+            store = S3Store.for_endpoint(resolved, credentials, max_pool_connections=pool,
+                                         timeout=self.settings.store_timeout_seconds)
+            self._stores[key] = store
+        return store
+
+    async def close(self) -> None:
+        """Close every store built here (S3 clients close when their last user lets go)."""
+        stores = list(self._stores.values())
+        self._stores.clear()
+        if self._fs is not None:
+            stores.append(self._fs)
+            self._fs = None
+        for store in stores:
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing a store failed")

@@ -1,0 +1,278 @@
+"""The engine: copy slots fed from the ledger, leases renewed, outcomes recorded.
+
+One claimer loop leases due keys (``Ledger.claim``) for free copy slots: at once when
+:meth:`Engine.notify` says events were committed in this process, when a slot frees up while
+there is a backlog, and otherwise every ``poll_interval_seconds`` for work written by other
+processes. Each claim runs in its own task: spec (cached briefly per task) → stores → copy →
+``Ledger.finish`` or ``Ledger.retry_later`` as the retry policy says. Another loop renews the
+leases of in-flight keys every third of ``lease_seconds``. Nothing a single key does can stop
+the loops: unexpected exceptions are logged and retried as ``internal_error``; a failure of the
+bookkeeping itself leaves the lease to expire, so another worker takes the key over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from omsync.config import Settings
+from omsync.db import Database
+from omsync.domain.model import Outcome, OutcomeKind, TaskSpec
+from omsync.engine.copier import Copier, CopyLimits
+from omsync.engine.factory import addressed
+from omsync.engine.object_lists import ObjectListWriter
+from omsync.engine.ports import StoreProvider
+from omsync.engine.retry import Final, Retry, RetryPolicy, Verdict
+from omsync.ledger.queue import Claim, Ledger, TaskNotFound
+from omsync.ledger.tasks import TaskRepository
+from omsync.stores.base import StoreError
+
+log = logging.getLogger("omsync.engine")
+
+_T = TypeVar("_T")
+
+SPEC_TTL_SECONDS = 5.0
+FINAL_LIST_FLUSH_SECONDS = 10.0
+
+
+def new_owner_id() -> str:
+    """A lease-owner id unique to this process (host, pid and a random part; at most 64 chars)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+async def _complete(call: Awaitable[_T]) -> _T:
+    """Await bookkeeping that must not be cut half-way by a cancellation (one short
+    transaction): if cancelled, let it finish, then re-raise the cancellation."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+class Engine:
+    """``settings.workers`` concurrent copies of ledger keys, for as long as it runs.
+
+    Use: ``await engine.start()``, call ``engine.notify()`` after committing events, and
+    ``await engine.stop(deadline)`` to drain. ``stores`` provides each task's stores (a
+    :class:`~omsync.engine.factory.StoreFactory`); the engine does not close it. ``copier``,
+    ``retry`` and ``owner`` default from ``settings``; ``object_lists`` turns the writing of
+    object lists into destination buckets on or off.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        ledger: Ledger,
+        tasks: TaskRepository,
+        stores: StoreProvider,
+        *,
+        copier: Copier | None = None,
+        retry: RetryPolicy | None = None,
+        owner: str | None = None,
+        object_lists: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.ledger = ledger
+        self.tasks = tasks
+        self.stores = stores
+        self.copier = copier or Copier(CopyLimits.from_settings(settings))
+        self.retry = retry or RetryPolicy.from_settings(settings)
+        self.owner = owner or new_owner_id()
+        self.lists = ObjectListWriter(db, tasks, stores) if object_lists else None
+        self._wake = asyncio.Event()
+        self._inflight: dict[asyncio.Task[None], Claim] = {}
+        self._specs: dict[str, tuple[float, TaskSpec]] = {}
+        self._backlog = False
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._claimer: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._claimer is not None and not self._stopping
+
+    @property
+    def inflight(self) -> int:
+        """Keys being copied right now."""
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        """Start claiming and copying (nothing when ``settings.workers`` is 0). Idempotent."""
+        if self._claimer is not None or self.settings.workers <= 0:
+            return
+        self._stopping = False
+        self._claimer = asyncio.create_task(self._claim_loop(), name="omsync-claimer")
+        self._loops = [asyncio.create_task(self._renew_loop(), name="omsync-lease-renewer")]
+        if self.lists is not None:
+            self._loops.append(asyncio.create_task(
+                self.lists.run(self.settings.object_list_interval_seconds), name="omsync-object-lists"))
+
+    def notify(self) -> None:
+        """Wake the claimer now: new events were committed (cheap; safe to call often)."""
+        self._wake.set()
+
+    async def stop(self, deadline: float = 20.0) -> None:
+        """Stop claiming, let in-flight copies finish for up to ``deadline`` seconds, then cancel
+        the rest (their multipart uploads are aborted) and hand their keys back to the ledger
+        (``Ledger.release``: due at once, no attempt counted). Finally writes pending object
+        lists (bounded in time). Idempotent."""
+        if self._claimer is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            await self._claimer
+        running = dict(self._inflight)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=max(0.0, deadline))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            leftover = [running[task] for task in pending]
+            if leftover:
+                try:
+                    await self.ledger.release(self.owner, leftover)
+                except Exception:
+                    log.exception("could not release %d keys; their leases will expire", len(leftover))
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        self._claimer = None
+        if self.lists is not None:
+            try:
+                await asyncio.wait_for(self.lists.flush(), FINAL_LIST_FLUSH_SECONDS)
+            except Exception:
+                log.exception("final object-list flush failed; the rows stay for the next run")
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        lease = self.settings.lease_seconds
+        poll = self.settings.poll_interval_seconds
+        while not self._stopping:
+            free = self.settings.workers - len(self._inflight)
+            if free > 0:
+                try:
+                    claims = await self.ledger.claim(self.owner, free, lease)
+                except Exception:
+                    log.exception("claiming keys failed; trying again in %.1f s", poll)
+                    claims = []
+                if self._stopping:
+                    await self._release_quietly(claims)
+                    return
+                for claim in claims:
+                    task = asyncio.create_task(self._run(claim), name=f"omsync-copy-{claim.row_id}")
+                    self._inflight[task] = claim
+                self._backlog = len(claims) == free
+                if self._backlog:
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+            self._wake.clear()
+
+    async def _release_quietly(self, claims: list[Claim]) -> None:
+        try:
+            await self.ledger.release(self.owner, claims)
+        except Exception:
+            log.exception("could not release %d keys; their leases will expire", len(claims))
+
+    async def _renew_loop(self) -> None:
+        lease = self.settings.lease_seconds
+        interval = max(0.05, lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            rows = [claim.row_id for claim in self._inflight.values()]
+            if not rows:
+                continue
+            try:
+                renewed = await self.ledger.renew(self.owner, rows, lease)
+            except Exception:
+                log.exception("renewing %d leases failed", len(rows))
+                continue
+            if renewed < len(rows):
+                log.info("%d of %d in-flight keys lost their lease (taken over or released); "
+                         "their outcomes will not be recorded here", len(rows) - renewed, len(rows))
+
+    # -- one key --------------------------------------------------------------------------------
+
+    async def _run(self, claim: Claim) -> None:
+        try:
+            await self._process(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recording the outcome of key %r of task %s failed; its lease will expire",
+                          claim.key, claim.task_id)
+        finally:
+            self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if self._backlog and not self._stopping:
+                self._wake.set()
+
+    async def _spec(self, task_id: str) -> TaskSpec | None:
+        now = time.monotonic()
+        cached = self._specs.get(task_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            spec = addressed(await self.tasks.spec(task_id))
+        except TaskNotFound:
+            return None
+        if len(self._specs) > 1024:
+            self._specs = {k: v for k, v in self._specs.items() if v[0] > now}
+        self._specs[task_id] = (now + SPEC_TTL_SECONDS, spec)
+        return spec
+
+    async def _process(self, claim: Claim) -> None:
+        spec = await self._spec(claim.task_id)
+        if spec is None:
+            return  # the task was deleted, and its ledger rows with it
+        verdict: Verdict
+        try:
+            source = await self.stores.source(spec)
+            destination = await self.stores.destination(spec)
+            outcome = await self.copier.copy(spec, claim.key, source, destination)
+        except StoreError as exc:
+            verdict = self.retry.decide(exc, claim.attempts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error copying key %r of task %s", claim.key, claim.task_id)
+            verdict = self.retry.decide_internal(exc, claim.attempts)
+        else:
+            verdict = Final(outcome)
+        await self._record(claim, verdict)
+
+    async def _record(self, claim: Claim, verdict: Verdict) -> None:
+        if isinstance(verdict, Retry):
+            kept = await _complete(self.ledger.retry_later(
+                self.owner, claim, verdict.delay, verdict.reason, verdict.message))
+            if kept:
+                log.info("retrying key %r of task %s in %.1f s (attempt %d failed: %s)",
+                         claim.key, claim.task_id, verdict.delay, claim.attempts + 1, verdict.message)
+            else:
+                log.info("lease of key %r of task %s was lost; not recording its retry",
+                         claim.key, claim.task_id)
+            return
+        outcome: Outcome = verdict.outcome
+        result = await _complete(self.ledger.finish(self.owner, claim, outcome))
+        if not result.recorded:
+            log.info("lease of key %r of task %s was lost; its %s outcome is not recorded",
+                     claim.key, claim.task_id, outcome.kind.value)
+        elif outcome.kind is OutcomeKind.FAILURE:
+            log.warning("key %r of task %s failed: %s: %s", claim.key, claim.task_id,
+                        outcome.reason, outcome.message)
