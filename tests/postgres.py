@@ -121,11 +121,13 @@ def start_postgres() -> PostgresServer:
         user = SYSTEM_USER
     data = workdir / "data"
     try:
-        subprocess.run(
+        initdb = subprocess.run(
             [*as_owner, str(bindir / "initdb"), "-D", str(data), "--username", user, "--auth", "trust",
              "--encoding", "UTF8", "--locale", "C", "--no-sync", "--no-instructions"],
-            cwd=workdir, capture_output=True, timeout=START_TIMEOUT_SECONDS, check=True,
+            cwd=workdir, capture_output=True, timeout=START_TIMEOUT_SECONDS, check=False,
         )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-4000:]}")
         pg_ctl = [*as_owner, str(bindir / "pg_ctl")]
         for _ in range(3):  # the free port may be taken between probing and binding
             port = free_port()

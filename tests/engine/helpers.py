@@ -69,10 +69,12 @@ class NoCrcStore(MemoryStore):
 
 
 class TruncatingStore(MemoryStore):
-    """Loses the last byte of every single-part PUT (a broken destination)."""
+    """Loses the last byte of every single-part PUT and ignores Content-MD5 (a broken
+    destination that does not check digests)."""
 
     async def put(self, bucket: str, key: str, data: bytes, options: PutOptions) -> ObjectInfo:
-        return await super().put(bucket, key, data[:-1], options)
+        return await super().put(bucket, key, data[:-1], PutOptions(
+            content_type=options.content_type, metadata=options.metadata, storage_class=options.storage_class))
 
 
 class BitFlipStore(MemoryStore):

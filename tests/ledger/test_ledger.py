@@ -1,9 +1,9 @@
-"""The ledger tested directly on a real SQLite database: accept, claim, finish, accounting."""
+"""The ledger tested directly on real databases (SQLite and PostgreSQL, see conftest.py): accept,
+claim, finish, accounting."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,6 @@ FIELDS = {
     "consistency_check": "size_last_modified", "object_overwrite_mode": "SIZE_LAST_MODIFIED_COMPARISON_OVERWRITE",
 }
 CREDS = {"src_ak": "a", "src_sk": "b", "dst_ak": "c", "dst_sk": "d"}
-
-
-@pytest.fixture()
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    opened = await Services.open(Settings(data_dir=tmp_path, max_pending_per_task=50))
-    yield opened
-    await opened.close()
 
 
 async def new_task(services: Services) -> str:
@@ -150,8 +143,8 @@ async def test_unknown_task_and_other_project(services: Services) -> None:
         await services.ledger.accept(task_id, ["k"], project_id="someone-else")
 
 
-async def test_concurrent_posts_lose_nothing(tmp_path: Path) -> None:
-    services = await Services.open(Settings(data_dir=tmp_path))
+async def test_concurrent_posts_lose_nothing(tmp_path: Path, database_url: str) -> None:
+    services = await Services.open(Settings(data_dir=tmp_path, database_url=database_url))
     try:
         task_id = await new_task(services)
         keys = [f"key-{i % 37}" for i in range(2000)]

@@ -76,12 +76,14 @@ class Capabilities:
     storage_classes: frozenset[str] = frozenset()
     max_segment_bytes: int | None = None  # longest '/'-separated segment (UTF-8), None = no limit
     unsupported_key_chars: frozenset[str] = frozenset()  # characters no key may contain here
+    multipart_unsupported_key_chars: frozenset[str] = frozenset()  # ... for multipart uploads only
     reserved_prefixes: tuple[str, ...] = ()  # key prefixes the store keeps for itself
     keys_are_paths: bool = False         # an object 'a' and an object 'a/b' cannot both exist
     limitation: str | None = None        # who imposes the key limits above, for error messages
 
-    def key_problem(self, key: str) -> str | None:
-        """Why this store cannot hold ``key`` as a distinct object, or ``None`` if it can.
+    def key_problem(self, key: str, *, multipart: bool = False) -> str | None:
+        """Why this store cannot hold ``key`` as a distinct object (written by a multipart
+        upload when ``multipart``), or ``None`` if it can.
 
         Decided from the fields above only (no I/O), so the engine can refuse a key up front
         with a stable reason instead of letting a backend reject or silently rename it.
@@ -97,6 +99,11 @@ class Capabilities:
         bad = sorted(ch for ch in self.unsupported_key_chars if ch in key)
         if bad:
             return f"key contains a character this store cannot hold: {', '.join(map(repr, bad))}"
+        if multipart:
+            bad = sorted(ch for ch in self.multipart_unsupported_key_chars if ch in key)
+            if bad:
+                return ("key contains a character this store cannot handle in multipart uploads: "
+                        f"{', '.join(map(repr, bad))}")
         segments = key.split("/")
         if not self.preserves_double_slash and "" in segments[:-1]:
             return "key has an empty path segment ('//' or a leading '/'), which this store collapses"
@@ -113,10 +120,10 @@ class Capabilities:
                 return f"keys under {prefix!r} are reserved by this store"
         return None
 
-    def check_key(self, key: str) -> None:
+    def check_key(self, key: str, *, multipart: bool = False) -> None:
         """Raise ``StoreError(INVALID)`` for an empty or non-Unicode key and
         ``StoreError(UNSUPPORTED)`` (not retryable) for a key this store cannot hold."""
-        problem = self.key_problem(key)
+        problem = self.key_problem(key, multipart=multipart)
         if problem is None:
             return
         if key == "" or problem.startswith("key is not valid"):

@@ -376,7 +376,7 @@ class FsStore:
     async def create_multipart(self, bucket: str, key: str, options: PutOptions) -> str:
         def run() -> str:
             base = self._bucket(bucket)
-            self._object_path(base, key)
+            self.capabilities.check_key(key, multipart=True)
             common.check_storage_class(self.capabilities, options)
             upload_id = uuid.uuid4().hex
             directory = os.path.join(self._hidden(base, "uploads"), upload_id)

@@ -193,7 +193,7 @@ class MemoryStore:
     async def create_multipart(self, bucket: str, key: str, options: PutOptions) -> str:
         await self._enter("create_multipart", bucket, key)
         self._require(self.capabilities.multipart, "multipart uploads")
-        self.capabilities.check_key(key)
+        self.capabilities.check_key(key, multipart=True)
         self._bucket(bucket)
         common.check_storage_class(self.capabilities, options)
         upload_id = f"mem-upload-{next(self._ids)}"

@@ -39,6 +39,28 @@ class EndpointError(ValueError):
 
 
 @dataclass(frozen=True)
+class S3Dialect:
+    """How an S3 server speaks, beyond what ``Capabilities`` tells the engine.
+
+    ``crc64_headers``: response headers carrying a CRC-64/XZ of the whole object.
+    ``url_encoded_listing``: ask ListObjects for ``encoding-type=url`` (off for servers that
+    ignore it). ``url_encoded_upload_listing``: trust ListMultipartUploads to encode keys when
+    it says it did (SeaweedFS says so but sends raw keys). ``list_api``: 2 = ListObjectsV2,
+    1 = ListObjects. ``send_content_md5``: send Content-MD5 on PutObject / UploadPart.
+    """
+
+    crc64_headers: tuple[str, ...] = ()
+    url_encoded_listing: bool = True
+    url_encoded_upload_listing: bool = True
+    list_api: int = 2
+    send_content_md5: bool = True
+
+
+_CAPABILITY_FIELDS = frozenset(f.name for f in dataclasses.fields(Capabilities))
+_DIALECT_FIELDS = frozenset(f.name for f in dataclasses.fields(S3Dialect))
+
+
+@dataclass(frozen=True)
 class ProviderProfile:
     """One cloud's S3 dialect. Build with ``get_profile``; fields mirror ``providers.toml``."""
 
@@ -93,8 +115,20 @@ class ProviderProfile:
             exact_part_size=self.exact_part_size,
         )
         if quirks:
-            caps = dataclasses.replace(caps, **quirk_set(quirks))
+            caps = dataclasses.replace(caps, **quirk_set(quirks)[0])
         return caps
+
+    def dialect(self, quirks: str | None = None) -> S3Dialect:
+        """The S3 dialect of this provider, adjusted by a named quirk set."""
+        dialect = S3Dialect(
+            crc64_headers=self.crc64_headers,
+            url_encoded_listing=self.url_encoded_listing,
+            list_api=self.list_api,
+            send_content_md5=self.send_content_md5,
+        )
+        if quirks:
+            dialect = dataclasses.replace(dialect, **quirk_set(quirks)[1])
+        return dialect
 
     def storage_class_for(self, tier: str) -> str:
         """The class to send for an OMS tier (``STANDARD``/``IA``/``ARCHIVE``/``DEEP_ARCHIVE``).
@@ -159,6 +193,9 @@ class ResolvedEndpoint:
     def capabilities(self) -> Capabilities:
         return self.profile.capabilities(self.quirks)
 
+    def dialect(self) -> S3Dialect:
+        return self.profile.dialect(self.quirks)
+
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -214,14 +251,28 @@ def profiles() -> dict[str, ProviderProfile]:
     return {name: get_profile(name) for name in _data()["profiles"]}
 
 
-def quirk_set(name: str) -> dict[str, Any]:
-    """Capabilities overrides of a named server (``[quirks.<name>]``); ``KeyError`` if unknown."""
+@cache
+def quirk_set(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(capabilities overrides, dialect overrides)`` of a named server (``[quirks.<name>]``).
+
+    Character-set fields are written as strings in the data. ``KeyError`` if unknown,
+    ``ValueError`` for a field that is neither a ``Capabilities`` nor an ``S3Dialect`` field.
+    """
     raw = dict(_data()["quirks"][name])
-    if "unsupported_key_chars" in raw:
-        raw["unsupported_key_chars"] = frozenset(raw["unsupported_key_chars"])
-    if "reserved_prefixes" in raw:
-        raw["reserved_prefixes"] = tuple(raw["reserved_prefixes"])
-    return raw
+    caps: dict[str, Any] = {}
+    dialect: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("unsupported_key_chars", "multipart_unsupported_key_chars", "storage_classes"):
+            value = frozenset(value)
+        elif key in ("reserved_prefixes", "crc64_headers"):
+            value = tuple(value)
+        if key in _CAPABILITY_FIELDS:
+            caps[key] = value
+        elif key in _DIALECT_FIELDS:
+            dialect[key] = value
+        else:
+            raise ValueError(f"quirks.{name}: unknown field {key!r}")
+    return caps, dialect
 
 
 def quirk_names() -> list[str]:
@@ -347,6 +398,7 @@ __all__ = [
     "EndpointError",
     "ProviderProfile",
     "ResolvedEndpoint",
+    "S3Dialect",
     "destination_storage_class",
     "get_profile",
     "profiles",

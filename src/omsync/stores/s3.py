@@ -18,8 +18,9 @@ import asyncio
 import base64
 import email.utils
 import hashlib
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
@@ -32,7 +33,7 @@ from botocore.handlers import set_list_objects_encoding_type_url
 
 from omsync.domain.model import Credentials
 from omsync.stores.base import Capabilities, ErrorKind, ListPage, ObjectInfo, PutOptions, StoreError
-from omsync.stores.profiles import ResolvedEndpoint
+from omsync.stores.profiles import ResolvedEndpoint, S3Dialect
 
 _T = TypeVar("_T")
 
@@ -174,6 +175,27 @@ async def close_shared_clients() -> None:
         await shared.context.__aexit__(None, None, None)
 
 
+# XML 1.0 cannot carry most C0 control characters, not even as character references; a server
+# echoing such a key (CreateMultipartUpload, CompleteMultipartUpload, error bodies, listings of
+# servers that ignore encoding-type) would make botocore's parser fail the whole call.
+_INVALID_XML_REF = re.compile(
+    rb"&#(?:[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));"
+)
+_INVALID_XML_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_REPLACEMENT = "\ufffd".encode()
+
+
+def _sanitize_xml_body(response_dict: dict[str, Any], **_: Any) -> None:
+    """Replace characters XML 1.0 forbids by U+FFFD before botocore parses a response, so the
+    call succeeds; the adapter never uses a key echoed in such a body."""
+    body = response_dict.get("body")
+    if not isinstance(body, bytes) or not body:
+        return
+    if b"&#" in body:
+        body = _INVALID_XML_REF.sub(_REPLACEMENT, body)
+    response_dict["body"] = _INVALID_XML_RAW.sub(_REPLACEMENT, body)
+
+
 def _clean_etag(value: Any) -> str | None:
     if not value:
         return None
@@ -195,9 +217,8 @@ class S3Store:
 
     Construct directly for tests and generic endpoints, or with ``for_endpoint`` from a
     ``ResolvedEndpoint``. ``capabilities`` declares what the server can hold and do (the
-    contract suite skips by it; the store refuses keys it rules out). ``crc64_headers`` are the
-    response headers carrying a CRC-64/XZ. ``url_encoded_listing=False`` lists raw keys (for
-    providers ignoring ``encoding-type``); ``list_api=1`` uses ListObjects (marker paging).
+    contract suite skips by it; the store refuses keys it rules out); ``dialect`` how it
+    speaks (CRC-64 headers, listing encoding and API version, Content-MD5).
     """
 
     def __init__(
@@ -208,26 +229,24 @@ class S3Store:
         region: str = "us-east-1",
         addressing_style: str = "path",
         capabilities: Capabilities = DEFAULT_CAPABILITIES,
-        crc64_headers: Sequence[str] = (),
-        url_encoded_listing: bool = True,
-        list_api: int = 2,
-        send_content_md5: bool = True,
+        dialect: S3Dialect = S3Dialect(),
         max_pool_connections: int = 32,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ) -> None:
         if addressing_style not in ("path", "virtual", "auto"):
             raise ValueError(f"addressing_style must be path, virtual or auto, not {addressing_style!r}")
-        if list_api not in (1, 2):
+        if dialect.list_api not in (1, 2):
             raise ValueError("list_api must be 1 or 2")
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self.addressing_style = addressing_style
         self.capabilities = capabilities
-        self.crc64_headers = tuple(h.lower() for h in crc64_headers)
-        self.url_encoded_listing = url_encoded_listing
-        self.list_api = list_api
-        self.send_content_md5 = send_content_md5
+        self.dialect = dialect
+        self.crc64_headers = tuple(h.lower() for h in dialect.crc64_headers)
+        self.url_encoded_listing = dialect.url_encoded_listing
+        self.list_api = dialect.list_api
+        self.send_content_md5 = dialect.send_content_md5
         self.max_pool_connections = max_pool_connections
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -249,17 +268,13 @@ class S3Store:
         """A store for a resolved endpoint, with the profile's dialect and capabilities (narrowed
         by the override's ``#quirks``; ``capabilities`` replaces them entirely). ``timeout`` is
         the read timeout; the connect timeout defaults to ``min(timeout, 10)``."""
-        profile = resolved.profile
         return cls(
             resolved.url,
             credentials,
             region=resolved.region,
             addressing_style=resolved.addressing_style,
             capabilities=capabilities or resolved.capabilities(),
-            crc64_headers=profile.crc64_headers,
-            url_encoded_listing=profile.url_encoded_listing,
-            list_api=profile.list_api,
-            send_content_md5=profile.send_content_md5,
+            dialect=resolved.dialect(),
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout if connect_timeout is not None else min(timeout, 10.0),
             read_timeout=timeout,
@@ -308,6 +323,7 @@ class S3Store:
                     config=config,
                 )
                 client = await context.__aenter__()
+                client.meta.events.register("before-parse.s3", _sanitize_xml_body)
                 if not self.url_encoded_listing:
                     # botocore adds encoding-type=url on its own and then decodes; a server that
                     # ignores the parameter would have its raw keys "decoded" into other keys.
@@ -479,7 +495,7 @@ class S3Store:
 
     async def create_multipart(self, bucket: str, key: str, options: PutOptions) -> str:
         self._require(self.capabilities.multipart, "multipart uploads")
-        self.capabilities.check_key(key)
+        self.capabilities.check_key(key, multipart=True)
         params = {"Bucket": bucket, "Key": key, **self._write_params(options)}
 
         async def call(client: Any) -> str:
@@ -556,7 +572,7 @@ class S3Store:
                 params["EncodingType"] = "url"
             while True:
                 response = await client.list_multipart_uploads(**params)
-                decode = self._decoder(response)
+                decode = self._decoder(response) if self.dialect.url_encoded_upload_listing else str
                 for upload in response.get("Uploads") or ():
                     found.append((decode(upload["Key"]), str(upload["UploadId"])))
                 if not response.get("IsTruncated"):
