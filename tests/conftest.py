@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from tests.servers import S3Server, start_moto, start_seaweedfs
 
 

@@ -99,10 +99,8 @@ class S3Server:
     def make_bucket(self, name: str) -> str:
         """Create bucket ``name`` (if absent) and return the name."""
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
         return name
 
     def log_tail(self, lines: int = 40) -> str:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from omsync.cli_ops import register as register_operator_commands
 from omsync.config import Settings
 from omsync.logs import configure_logging
 
@@ -23,6 +24,7 @@ app = typer.Typer(help="omsync: object-storage synchronization, OMS v2 sync-task
                   no_args_is_help=True)
 keys_app = typer.Typer(help="API access keys (AK/SK) and X-Auth-Token values per project.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+register_operator_commands(app)
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default $OMSYNC_DATA_DIR or ./omsync-data).")]

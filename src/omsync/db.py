@@ -51,12 +51,19 @@ class Database:
             _sqlite_connect_hook(self.reader, immediate=False)
             _sqlite_connect_hook(self.writer, immediate=True)
         else:
-            engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # The ledger's locking (FOR UPDATE, then re-reading the locked row) is written for READ
+            # COMMITTED; pin it so a server whose default is stricter does not fail claims with
+            # serialization errors.
+            engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                isolation_level="READ COMMITTED",
+            )
             self.reader = self.writer = engine
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
+        """True for PostgreSQL (row locks, ``SKIP LOCKED``); False for SQLite."""
         return self.dialect == "postgresql"
 
     @contextlib.asynccontextmanager

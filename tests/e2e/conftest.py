@@ -34,8 +34,8 @@ class Sync:
         self.client = sdk_client(server.url, key["access_key"], key["secret_key"], PROJECT)
 
     def create_task(self, **fields: Any) -> str:
-        body = CreateSyncTaskReq(**fields)
         extra = {k: v for k, v in fields.items() if k in ("dst_cloud_type", "object_overwrite_mode")}
+        body = CreateSyncTaskReq(**{k: v for k, v in fields.items() if k not in extra})
         if extra:  # omsync extensions the SDK model does not know: send them raw
             from tests.rawhttp import signed_request
 

@@ -13,7 +13,6 @@ from omsync.domain.model import (
     ConsistencyCheck,
     Credentials,
     OverwriteMode,
-    StoragePolicy,
     TaskSpec,
 )
 from omsync.engine.copier import CopyLimits

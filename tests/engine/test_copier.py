@@ -7,14 +7,12 @@ import time
 
 import pytest
 
-from omsync.domain.model import ConsistencyCheck, OutcomeKind, OverwriteMode, StoragePolicy
-from omsync.domain.model import CloudType
+from omsync.domain.model import CloudType, ConsistencyCheck, OutcomeKind, OverwriteMode, StoragePolicy
 from omsync.engine.copier import SRC_ETAG_META, SRC_MTIME_META, Copier, CopyLimits
 from omsync.engine.retry import CopyError, Final, RetryPolicy, Side
 from omsync.stores.base import ErrorKind, ObjectInfo, PutOptions, StoreError
 from omsync.stores.crc64 import crc64ecma
 from omsync.stores.memory import MemoryStore
-
 from tests.engine.helpers import (
     KIB,
     SMALL_CAPS,

@@ -22,7 +22,6 @@ from omsync.ledger.tables import outcome_log
 from omsync.services import Services
 from omsync.stores.base import ErrorKind, ObjectStore, PutOptions, StoreError
 from omsync.stores.memory import MemoryStore
-
 from tests.engine.helpers import KIB, SMALL_CAPS, SMALL_LIMITS, FixedStores, eventually, payload
 
 PROJECT = "p-engine"
@@ -312,8 +311,10 @@ class BlockingSource(MemoryStore):
         super().__init__(**kwargs)
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
+        self.heads = 0
 
     async def head(self, bucket: str, key: str) -> Any:
+        self.heads += 1
         self.entered.set()
         await self.gate.wait()
         return await super().head(bucket, key)
@@ -324,13 +325,16 @@ async def test_leases_of_slow_copies_are_renewed(env: Env) -> None:
     task_id = await env.task()
     await put(src, "src", "k", b"data")
     await env.ledger.accept(task_id, ["k"])
-    engine = env.engine(FixedStores(src, env.dst), lease_seconds=0.3)
+    # A long poll interval: the engine's own claimer must not be what keeps the key.
+    engine = env.engine(FixedStores(src, env.dst), lease_seconds=0.3, poll_interval_seconds=30.0)
     await engine.start()
     engine.notify()
     await asyncio.wait_for(src.entered.wait(), 5)
     await asyncio.sleep(1.0)  # more than three leases long
     assert await env.ledger.claim("intruder", 10, 5) == []
+    assert src.heads == 1  # one copy only: the key never looked abandoned
     src.gate.set()
+    engine.notify()
     counts = await env.settled(task_id)
     assert counts["success"] == 1
 

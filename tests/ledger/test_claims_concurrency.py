@@ -16,6 +16,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from itertools import pairwise
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -127,7 +128,7 @@ def assert_no_double_holds(held: list[Held]) -> None:
         by_row[h.row_id].append(h)
     for row_id, holds in by_row.items():
         holds.sort(key=lambda h: h.claimed_ns)
-        for before, after in zip(holds, holds[1:], strict=False):
+        for before, after in pairwise(holds):
             assert after.claimed_ns > before.released_ns, (
                 f"row {row_id} held by {before.owner} and {after.owner} at once: {before} {after}"
             )

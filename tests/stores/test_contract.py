@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
-from key_corpus import KEY_CORPUS
-from servers import S3Server
 
 from omsync.domain.model import Credentials
 from omsync.stores import (
@@ -30,6 +28,8 @@ from omsync.stores import (
     crc64ecma,
 )
 from omsync.stores.profiles import get_profile
+from tests.key_corpus import KEY_CORPUS
+from tests.servers import S3Server
 
 MiB = 1024 * 1024
 BACKENDS = ("memory", "fs", "moto", "seaweedfs")

@@ -228,8 +228,9 @@ class Copier:
                      destination: ObjectStore, options: PutOptions, same_store: bool) -> _Written:
         caps = destination.capabilities
         large = src.size > self.limits.multipart_threshold
+        multipart_key = caps.key_problem(key, multipart=True) is None
         if same_store and caps.server_side_copy:
-            if large and caps.multipart and caps.part_copy:
+            if large and caps.multipart and caps.part_copy and multipart_key:
                 info = await self._multipart_server_copy(spec, key, src, destination, options)
                 return _Written(info, None, None, "server-side multipart copy")
             if src.size <= caps.max_server_copy:
@@ -237,6 +238,13 @@ class Copier:
                     spec.src_bucket, key, spec.dst_bucket, key, options))
                 return _Written(info, None, None, "server-side copy")
         if (large or src.size > caps.max_single_put) and caps.multipart:
+            problem = caps.key_problem(key, multipart=True)
+            if problem is not None:
+                # Reading the whole object into memory for one PUT is not an option above the
+                # threshold, so such a key cannot be copied to this destination.
+                raise CopyError(Side.DESTINATION, StoreError(
+                    ErrorKind.UNSUPPORTED, f"destination cannot hold this key in a multipart upload, "
+                    f"needed for {src.size} bytes: {problem}", retryable=False, code="unsupported_key"))
             return await self._multipart_stream(spec, key, src, source, destination, options)
         if src.size > caps.max_single_put:
             raise CopyError(Side.DESTINATION, StoreError(

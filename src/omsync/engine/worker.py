@@ -175,7 +175,12 @@ class Engine:
                 if self._stopping:
                     await self._release_quietly(claims)
                     return
+                busy = {claim.row_id for claim in self._inflight.values()}
                 for claim in claims:
+                    if claim.row_id in busy:
+                        # Our own lease ran out (a stalled renewal) and we re-claimed the key:
+                        # the copy already running keeps it; the claim just renewed the lease.
+                        continue
                     task = asyncio.create_task(self._run(claim), name=f"omsync-copy-{claim.row_id}")
                     self._inflight[task] = claim
                 self._backlog = len(claims) == free

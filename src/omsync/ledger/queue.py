@@ -6,7 +6,10 @@ Every accepted key occurrence bumps a row's ``generation`` and counts one REQUES
 occurrence later gets exactly one outcome. Occurrences absorbed by a copy of a later generation
 count as SKIP with reason ``coalesced``.
 
-Lock order, to stay free of deadlocks on PostgreSQL: the task row first, then ledger rows.
+Lock order, to stay free of deadlocks on PostgreSQL: the task row first, then ledger rows. A
+transaction that may wait for several ledger rows holds the lock of their task(s) first (accept,
+finish, retry_failed take it ``FOR UPDATE``; renew and release ``FOR KEY SHARE``, which only
+conflicts with the former); claim never waits (``SKIP LOCKED``) and retry_later locks one row.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +31,11 @@ from omsync.ledger.tables import ledger, outcome_log, stat_buckets, sync_tasks
 
 PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
 COALESCED = "coalesced"
+
+# The predicate of the partial index ``ix_ledger_due`` with its values inline in the SQL: neither
+# SQLite nor a generic PostgreSQL plan can match the index against bound parameters, and without
+# it every claim would scan the whole ledger, settled rows included.
+OPEN_STATES = ledger.c.state.in_([literal(PENDING, literal_execute=True), literal(INFLIGHT, literal_execute=True)])
 
 
 def now_ms() -> int:
@@ -90,6 +98,18 @@ class Ledger:
         if self.db.is_postgres:
             query = query.with_for_update()
         return (await conn.execute(query)).first()
+
+    async def _share_tasks_of(self, conn: AsyncConnection, row_ids: Sequence[int]) -> None:
+        """PostgreSQL: lock the tasks of ``row_ids`` ``FOR KEY SHARE`` (in id order) before their
+        rows, so that a multi-row update cannot deadlock with an accept holding some of them."""
+        if not self.db.is_postgres:
+            return
+        await conn.execute(
+            select(sync_tasks.c.id)
+            .where(sync_tasks.c.id.in_(select(ledger.c.task_id).where(ledger.c.id.in_(list(row_ids)))))
+            .order_by(sync_tasks.c.id)
+            .with_for_update(read=True, key_share=True)
+        )
 
     async def _count(self, conn: AsyncConnection, task_id: str, at: int, **deltas: int) -> None:
         """Add ``deltas`` (request/success/failure/skip/size) to the task's bucket for ``at``."""
@@ -184,19 +204,21 @@ class Ledger:
         due = (
             select(ledger.c.id)
             .join(sync_tasks, sync_tasks.c.id == ledger.c.task_id)
-            .where(
-                ledger.c.state.in_([PENDING, INFLIGHT]),
-                ledger.c.due_at <= at,
-                sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
-            )
+            .where(OPEN_STATES, ledger.c.due_at <= at, sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value)
             .order_by(ledger.c.due_at)
             .limit(limit)
         )
         if self.db.is_postgres:
-            due = due.with_for_update(of=ledger, skip_locked=True)
+            # Rows another claimer is locking are skipped, never waited for. The pick is a
+            # MATERIALIZED CTE so it runs exactly once: as an IN (subquery) the planner may
+            # re-run it, and a re-run that skips different rows would update rows never locked.
+            picked = due.with_for_update(of=ledger, skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            target = update(ledger).where(ledger.c.id == picked.c.id)
+        else:
+            # BEGIN IMMEDIATE already makes this the only writer of the database.
+            target = update(ledger).where(ledger.c.id.in_(due.scalar_subquery()))
         stmt = (
-            update(ledger)
-            .where(ledger.c.id.in_(due.scalar_subquery()))
+            target
             .values(state=INFLIGHT, lease_owner=owner, due_at=at + int(lease_seconds * 1000), updated_at=at)
             .returning(
                 ledger.c.id, ledger.c.task_id, ledger.c.key, ledger.c.generation,
@@ -219,6 +241,7 @@ class Ledger:
             return 0
         at = now_ms()
         async with self.db.write() as conn:
+            await self._share_tasks_of(conn, row_ids)
             result = await conn.execute(
                 update(ledger)
                 .where(ledger.c.id.in_(list(row_ids)), ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
@@ -315,6 +338,7 @@ class Ledger:
             return
         at = now_ms()
         async with self.db.write() as conn:
+            await self._share_tasks_of(conn, [c.row_id for c in claims])
             await conn.execute(
                 update(ledger)
                 .where(ledger.c.id.in_([c.row_id for c in claims]), ledger.c.lease_owner == owner,
