@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from omsync.db import Database
 from omsync.domain.model import Outcome, OutcomeKind, TaskStatus
 from omsync.domain.stats import bucket_start
-from omsync.ledger.tables import ledger, outcome_log, stat_buckets, sync_tasks
+from omsync.ledger.tables import ledger, open_uploads, outcome_log, stat_buckets, sync_tasks
 
 PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
 COALESCED = "coalesced"
@@ -56,11 +56,22 @@ class BacklogFull(RuntimeError):
 
 
 @dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload recorded by :meth:`Ledger.record_upload` and not yet forgotten."""
+
+    id: int
+    bucket: str
+    upload_id: str
+
+
+@dataclass(frozen=True)
 class Claim:
     """A key a worker owns until its lease runs out.
 
     ``generation`` is the generation read at claim time: the outcome is recorded for it.
     ``pending_since`` is when the oldest occurrence being served was accepted (ms).
+    ``orphan_uploads`` are multipart uploads of this key left by an earlier copy that never
+    finished (its process died): the new owner aborts them before copying.
     """
 
     row_id: int
@@ -69,6 +80,7 @@ class Claim:
     generation: int
     attempts: int
     pending_since: int
+    orphan_uploads: tuple[OpenUpload, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,10 +239,22 @@ class Ledger:
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt)).all()
+        orphans: dict[tuple[str, bytes], list[OpenUpload]] = {}
+        if rows:
+            async with self.db.read() as conn:
+                found = await conn.execute(
+                    select(open_uploads).where(
+                        open_uploads.c.task_id.in_({r.task_id for r in rows}),
+                        open_uploads.c.key.in_([r.key for r in rows]),
+                    )
+                )
+                for u in found:
+                    orphans.setdefault((u.task_id, u.key), []).append(OpenUpload(u.id, u.bucket, u.upload_id))
         return [
             Claim(
                 row_id=r.id, task_id=r.task_id, key=r.key.decode("utf-8"), generation=r.generation,
                 attempts=r.attempts, pending_since=r.pending_since or at,
+                orphan_uploads=tuple(orphans.get((r.task_id, r.key), ())),
             )
             for r in rows
         ]
@@ -292,6 +316,7 @@ class Ledger:
                     outcome=kind.value, reason=outcome.reason, message=outcome.message,
                     size=outcome.size if kind is OutcomeKind.SUCCESS else ledger.c.size,
                     attempts=claim.attempts + 1, pending_since=None, updated_at=at,
+                    latency_ms=max(0, at - claim.pending_since),
                 )
             )
             await conn.execute(
@@ -345,6 +370,25 @@ class Ledger:
                        ledger.c.state == INFLIGHT)
                 .values(state=PENDING, lease_owner=None, due_at=at, updated_at=at)
             )
+
+    # -- multipart uploads in flight ---------------------------------------------------------
+
+    async def record_upload(self, claim: Claim, bucket: str, upload_id: str) -> int:
+        """Remember a started multipart upload (committed before any part is sent), so that a
+        crash cannot orphan it unnoticed. Returns the record's id for :meth:`forget_upload`."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                open_uploads.insert().values(
+                    task_id=claim.task_id, key=claim.key.encode("utf-8"), bucket=bucket,
+                    upload_id=upload_id, created_at=now_ms(),
+                ).returning(open_uploads.c.id)
+            )
+            return int(result.scalar_one())
+
+    async def forget_upload(self, record_id: int) -> None:
+        """The upload was completed or aborted: drop its record."""
+        async with self.db.write() as conn:
+            await conn.execute(open_uploads.delete().where(open_uploads.c.id == record_id))
 
     # -- re-drive and inspection ---------------------------------------------------------------
 

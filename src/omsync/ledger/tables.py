@@ -92,6 +92,7 @@ ledger = Table(
     Column("message", Text, nullable=True),
     Column("size", BigInteger, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+    Column("latency_ms", BigInteger, nullable=True),  # event-to-outcome time of the last final outcome
     UniqueConstraint("task_id", "key", name="uq_ledger_task_key"),
     Index(
         "ix_ledger_due",
@@ -127,4 +128,18 @@ outcome_log = Table(
     Column("message", Text, nullable=True),
     Column("at", BigInteger, nullable=False),
     Index("ix_outcome_log_task", "task_id", "id"),
+)
+
+# Multipart uploads a copy has started and not yet completed or aborted. A process killed
+# mid-copy leaves its row behind; whoever copies the key next aborts the orphan first.
+open_uploads = Table(
+    "open_uploads",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("bucket", String(1024), nullable=False),
+    Column("upload_id", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_open_uploads_task_key", "task_id", "key"),
 )
