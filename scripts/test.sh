@@ -10,6 +10,30 @@ if [ ! -x .venv/bin/pytest ] || [ pyproject.toml -nt .venv/.installed-test ]; th
   .venv/bin/python -m pip install --quiet -e '.[test]'
   touch .venv/.installed-test
 fi
+# System packages from Debian, installed once and quietly when missing:
+# - postgresql: the ledger tests also run on a private cluster that tests/postgres.py starts
+#   (skipped when OMSYNC_TEST_POSTGRES_URL names a server);
+# - chromium: the dashboard's browser test drives it through Playwright (never `playwright install`).
+apt_packages=()
+if [ -z "${OMSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
+  apt_packages+=(postgresql)
+fi
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing ${apt_packages[*]} (apt-get)"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
+  apt_log=$(mktemp)
+  if ! { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}"; } \
+        >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    echo "could not install ${apt_packages[*]}; for PostgreSQL, OMSYNC_TEST_POSTGRES_URL may name a server" >&2
+    rm -f "$apt_log"
+    exit 1
+  fi
+  rm -f "$apt_log"
+fi
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 echo "== mypy"

@@ -15,6 +15,7 @@ import contextlib
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +44,7 @@ class PostgresServer:
     url: URL  # SQLAlchemy URL of the maintenance database, driver postgresql+psycopg
     workdir: Path | None = None  # the private cluster's directory, None for an external server
     pg_ctl: list[str] | None = None  # command prefix running pg_ctl as the cluster's owner
+    watchdog: subprocess.Popen[bytes] | None = None  # stops the cluster if this process dies
 
     def conninfo(self, database: str | None = None) -> str:
         """libpq connection string for ``database`` (default: the maintenance database)."""
@@ -63,6 +65,9 @@ class PostgresServer:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
         if self.workdir is None or self.pg_ctl is None:
             return
         subprocess.run(
@@ -143,12 +148,27 @@ def start_postgres() -> PostgresServer:
             )
             if started.returncode == 0:
                 url = URL.create("postgresql+psycopg", username=user, host="127.0.0.1", port=port, database="postgres")
-                return PostgresServer(url=url, workdir=workdir, pg_ctl=pg_ctl)
+                return PostgresServer(url=url, workdir=workdir, pg_ctl=pg_ctl, watchdog=_watchdog(pg_ctl, workdir))
         log = (workdir / "server.log").read_text(errors="replace")[-4000:]
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr.decode(errors='replace')}\n{log}")
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def _watchdog(pg_ctl: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    """A shell loop that stops the cluster and removes its directory once this process is gone:
+    a test run killed before its teardown must not leave a server behind."""
+    data = workdir / "data"
+    stop = shlex.join([*pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"])
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null && [ -d {shlex.quote(str(data))} ]; do sleep 1; done; "
+        f"if [ -d {shlex.quote(str(data))} ]; then {stop}; rm -rf {shlex.quote(str(workdir))}; fi"
+    )
+    return subprocess.Popen(
+        ["sh", "-c", script], cwd=workdir, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.config import Settings
 from omsync.services import Services
+from omsync.web import web_router
 
 log = logging.getLogger("omsync.api")
 
@@ -138,6 +139,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     app.include_router(router)
+    app.include_router(web_router)
 
     @app.get("/", response_model=ListApiVersionsResponse)
     async def list_api_versions(request: Request) -> dict[str, Any]:

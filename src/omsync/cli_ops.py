@@ -13,7 +13,7 @@ or ``--profile-name NAME``); the environment (``OMSYNC_ENDPOINT``, ``OMSYNC_AK``
 Output is a human table by default; ``--json`` prints exactly one JSON document on stdout (and
 errors as JSON on stderr). Exit codes: 0 success, 1 API or connection error, 2 usage or
 configuration error, 3 not found (404), 4 authentication or authorization (401/403),
-130 interrupted (``events send``).
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console, Group
@@ -39,8 +39,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from omsync.client import ApiConnectionError, ApiError, OmsyncClient, RetryNotice, RetryPolicy
 from omsync.domain.keys import encode_key_for_event
+
+if TYPE_CHECKING:
+    # Imported where used: ``omsync serve`` and ``omsync keys`` need no HTTP client.
+    from omsync.client import ApiError, OmsyncClient, RetryNotice
 
 __all__ = [
     "EXIT_API",
@@ -70,6 +73,7 @@ DATA_TYPES = ("REQUEST", "SUCCESS", "FAILURE", "SKIP", "SIZE")
 FIVE_MINUTES_MS = 5 * 60 * 1000
 HOUR_MS = 60 * 60 * 1000
 DAY_MS = 24 * HOUR_MS
+MAX_HOURLY_WINDOW_MS = 999 * HOUR_MS  # the server answers at most 1000 hourly points
 GRANULARITIES = {"5m": ("FIVE_MINUTES", FIVE_MINUTES_MS), "1h": ("ONE_HOUR", HOUR_MS), "1d": ("ONE_DAY", DAY_MS)}
 _GRANULARITY_ALIASES = {"five_minutes": "5m", "one_hour": "1h", "one_day": "1d", "auto": "auto",
                         "5m": "5m", "1h": "1h", "1d": "1d"}
@@ -181,9 +185,12 @@ class Ctx:
     err: Console
     _client: OmsyncClient | None = None
 
-    def client(self, *, retry: RetryPolicy | None = None) -> OmsyncClient:
+    def client(self, *, max_retries: int | None = None) -> OmsyncClient:
+        from omsync.client import OmsyncClient, RetryPolicy
+
         if self._client is None:
             conn = resolve_connection(**self.options)
+            retry = RetryPolicy() if max_retries is None else RetryPolicy(max_retries=max_retries)
             try:
                 self._client = OmsyncClient(conn.endpoint, conn.access_key, conn.secret_key, conn.project_id,
                                             retry=retry, on_retry=self._notice)
@@ -243,6 +250,14 @@ _COMMON_OPTIONS: list[tuple[str, Any, Any]] = [
 ]
 
 
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped output is read by people through files and pagers: do not cut it at 80 columns.
+        console.width = 200
+    return console
+
+
 def _api_command(func: Callable[..., None]) -> Callable[..., None]:
     """Give a command the connection options and ``--json``, and map failures to exit codes.
 
@@ -255,9 +270,11 @@ def _api_command(func: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        from omsync.client import ApiConnectionError, ApiError
+
         options = {name: kwargs.pop(name) for name, _, _ in _COMMON_OPTIONS}
         as_json = bool(options.pop("as_json"))
-        ctx = Ctx(options, as_json, Console(highlight=False), Console(stderr=True, highlight=False))
+        ctx = Ctx(options, as_json, _console(stderr=False), _console(stderr=True))
         try:
             func(*args, ctx=ctx, **kwargs)
         except ApiError as exc:
@@ -266,6 +283,8 @@ def _api_command(func: Callable[..., None]) -> Callable[..., None]:
             ctx.fail(EXIT_API, str(exc))
         except ConfigError as exc:
             ctx.fail(EXIT_USAGE, str(exc))
+        except KeyboardInterrupt:
+            ctx.fail(EXIT_INTERRUPTED, "interrupted")
         finally:
             ctx.close()
 
@@ -488,7 +507,8 @@ def task_show(
         ctx.emit(show)
         return
     counters = _counters(show)
-    rows = _task_rows(show) + [
+    rows = [
+        *_task_rows(show),
         ("requests (month)", f"{counters['request']:,}"),
         ("succeeded", f"{counters['success']:,}"),
         ("failed", f"{counters['failure']:,}"),
@@ -650,7 +670,9 @@ def events_send(
     todo = found[skip:]
     if not todo:
         raise ConfigError("no keys to send")
-    client = ctx.client(retry=RetryPolicy(max_retries=retries))
+    from omsync.client import ApiConnectionError, ApiError
+
+    client = ctx.client(max_retries=retries)
     accepted = 0
     started = time.monotonic()
 
@@ -731,16 +753,22 @@ def _fetch_series(
 ) -> tuple[str, int, dict[str, dict[int, int]]]:
     """Counters per type as ``{bucket_start: value}`` in the granularity asked for.
 
-    The server answers in 5-minute buckets for ranges up to 24 h and hourly beyond; finer
-    points over a longer range are fetched a day at a time, coarser ones summed here.
+    The server answers in 5-minute buckets for ranges up to 24 h, hourly up to 1000 hours, and
+    refuses longer ranges; longer ranges are fetched in windows (a day for 5-minute points,
+    999 hours otherwise) and coarser points summed here.
     """
+    window, align = (DAY_MS, FIVE_MINUTES_MS) if granularity == "5m" else (MAX_HOURLY_WINDOW_MS, HOUR_MS)
     windows = [(start, end)]
-    if granularity == "5m" and end - start > DAY_MS:
+    if end - start > window:
+        if granularity == "auto":
+            granularity = "1h"
+        # The server counts every bucket that starts at or before end_time, so each window ends
+        # just before the bucket the next one starts with.
         windows = []
         lo = start
-        while lo < end:
-            hi = min(end, (lo - lo % FIVE_MINUTES_MS) + DAY_MS)
-            windows.append((lo, hi))
+        while lo <= end:
+            hi = (lo - lo % align) + window
+            windows.append((lo, min(end, hi - 1)))
             lo = hi
     series: dict[str, dict[int, int]] = {t: {} for t in types}
     server_name = "FIVE_MINUTES"
@@ -835,11 +863,11 @@ def failed(
     """List failed keys of a task with the reason and the number of attempts."""
     objects: list[dict[str, Any]] = []
     truncated = False
-    for obj in ctx.client().iter_failed(task_id, page_size=1000 if limit == 0 else min(1000, limit + 1)):
+    for found in ctx.client().iter_failed(task_id, page_size=1000 if limit == 0 else min(1000, limit + 1)):
         if limit and len(objects) >= limit:
             truncated = True
             break
-        objects.append(obj.model_dump(mode="json"))
+        objects.append(found.model_dump(mode="json"))
     if ctx.as_json:
         ctx.emit({"sync_task_id": task_id, "objects": objects, "count": len(objects), "truncated": truncated})
         return
@@ -891,22 +919,26 @@ def _snapshot(client: OmsyncClient, task_id: str) -> dict[str, Any]:
     return {"sync_task_id": task_id, "status": show["status"], "time": _now_ms(), **_counters(show)}
 
 
-def _watch_view(snap: Mapping[str, Any], rates: Mapping[str, float]) -> Group:
+def _watch_view(snap: Mapping[str, Any], rates: Mapping[str, float], *, live: bool = True) -> Group:
     table = Table("status", "requests", "succeeded", "failed", "skipped", "copied", "pending",
                   "done/s", title=f"sync task {snap['sync_task_id']} (this month, UTC)")
     for column in table.columns[1:]:
         column.justify = "right"
     table.add_row(snap["status"], f"{snap['request']:,}", f"{snap['success']:,}", f"{snap['failure']:,}",
                   f"{snap['skip']:,}", fmt_size(snap["size"]), f"{snap['pending']:,}",
-                  f"{rates.get('done', 0.0):,.1f}")
-    return Group(table, Text(f"updated {fmt_time(snap['time'])}; Ctrl-C to leave", style="dim"))
+                  f"{rates['done']:,.1f}" if "done" in rates else "-")
+    hint = "; Ctrl-C to leave" if live else ""
+    return Group(table, Text(f"updated {fmt_time(snap['time'])}{hint}", style="dim"))
 
 
 def _rates(prev: Mapping[str, Any] | None, snap: Mapping[str, Any]) -> dict[str, float]:
     if prev is None:
         return {}
     elapsed = max(0.001, (snap["time"] - prev["time"]) / 1000)
-    done = lambda s: s["success"] + s["failure"] + s["skip"]  # noqa: E731
+
+    def done(s: Mapping[str, Any]) -> int:
+        return int(s["success"] + s["failure"] + s["skip"])
+
     return {"request": (snap["request"] - prev["request"]) / elapsed, "done": (done(snap) - done(prev)) / elapsed}
 
 
@@ -927,7 +959,7 @@ def watch(
         if ctx.as_json:
             ctx.emit(snap)
         else:
-            ctx.out.print(_watch_view(snap, {}))
+            ctx.out.print(_watch_view(snap, {}, live=False))
         return
     try:
         if ctx.as_json or not ctx.out.is_terminal:
@@ -962,6 +994,8 @@ def api(
     data: Annotated[str | None, typer.Option("--data", "-d", help="JSON body, or @FILE.")] = None,
 ) -> None:
     """Send one signed request to any omsync endpoint and print the JSON answer."""
+    if not path.startswith("/"):
+        raise ConfigError(f"PATH must start with '/', e.g. /v2/{{project_id}}/sync-tasks, not {path!r}")
     pairs = []
     for item in query or []:
         name, sep, value = item.partition("=")

@@ -106,15 +106,17 @@ class RetryPolicy:
 
     The delay before retry ``n`` (0-based) is ``base_delay * 2**n`` with ±25 % jitter, but never
     less than the server's ``Retry-After``; every delay is capped at ``max_delay`` so the total
-    wait stays bounded by roughly ``max_retries * max_delay``.
+    wait stays bounded by roughly ``max_retries * max_delay``. A server that cannot be reached
+    at all is retried only ``connect_retries`` times, so a wrong endpoint fails fast.
     """
 
     max_retries: int = 8
+    connect_retries: int = 2
     base_delay: float = 0.5
     max_delay: float = 60.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = self.base_delay * (2 ** min(attempt, 30)) * random.uniform(0.75, 1.25)
+        backoff = self.base_delay * (2.0 ** min(attempt, 30)) * random.uniform(0.75, 1.25)
         if retry_after is not None:
             backoff = max(backoff, retry_after)
         return max(0.0, min(backoff, self.max_delay))
@@ -295,7 +297,8 @@ class OmsyncClient:
                 # A connection that never opened carried nothing; anything later is only safe to
                 # repeat for reads (a repeated event would count twice).
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if (unsent or method in _IDEMPOTENT) and attempt < self.retry.max_retries:
+                if (unsent or method in _IDEMPOTENT) and attempt < min(self.retry.max_retries,
+                                                                       self.retry.connect_retries):
                     self._wait(attempt, None, f"{type(exc).__name__}: {exc}")
                     attempt += 1
                     continue
@@ -377,7 +380,7 @@ class OmsyncClient:
                    ) -> ListSyncTaskStatisticResponse:
         """ListSyncTaskStatistic for ``data_types`` (REQUEST, SUCCESS, FAILURE, SKIP, SIZE) over
         ``[start_ms, end_ms]``; the server picks FIVE_MINUTES (≤ 24 h) or ONE_HOUR buckets."""
-        query = {"data_type": ",".join(data_types), "start_time": start_ms, "end_time": end_ms}
+        query: dict[str, str | int] = {"data_type": ",".join(data_types), "start_time": start_ms, "end_time": end_ms}
         answer = self.request("GET", self._task_path(task_id, "/statistics"), query=query)
         return ListSyncTaskStatisticResponse.model_validate(answer)
 

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")
     store_timeout_seconds: float = Field(default=60.0, gt=0)
 
+    dashboard_password: SecretStr | None = Field(
+        default=None,
+        description="Operator password for the web dashboard (/ui); unset: only project access keys log in.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 

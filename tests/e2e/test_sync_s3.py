@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import PROJECT, Sync
 from omsync.stores.profiles import resolve_endpoint
+from tests.e2e.conftest import PROJECT, Sync
 from tests.key_corpus import holdable, refused
 from tests.rawhttp import signed_request
 from tests.servers import S3Server

@@ -264,7 +264,7 @@ async def test_large_object_is_streamed_in_parallel_parts_with_bounded_read_ahea
             in_flight -= 1
             finished_bytes += len(part)
 
-    dst.upload_part = upload_part  # type: ignore[method-assign]
+    dst.upload_part = upload_part  # type: ignore[method-assign,assignment]
     outcome = await Copier(limits).copy(make_spec(consistency_check=ConsistencyCheck.CRC64), KEY, src, dst)
     assert outcome.kind is OutcomeKind.SUCCESS and outcome.size == len(data)
     assert dst.object_bytes("dst", KEY) == data
@@ -332,7 +332,7 @@ async def test_cancelled_multipart_copy_aborts_the_upload() -> None:
         await asyncio.sleep(30)
         return await original(bucket, key, upload_id, number, part)
 
-    dst.upload_part = slow_part  # type: ignore[method-assign]
+    dst.upload_part = slow_part  # type: ignore[method-assign,assignment]
     copy = asyncio.create_task(Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst))
     await asyncio.wait_for(started.wait(), 5)
     assert len(await open_uploads(dst)) == 1

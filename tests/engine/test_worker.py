@@ -17,6 +17,7 @@ from omsync.domain.model import TaskSpec
 from omsync.engine.copier import Copier
 from omsync.engine.object_lists import list_key
 from omsync.engine.worker import Engine
+from omsync.ledger.queue import Ledger
 from omsync.ledger.tables import ledger as ledger_table
 from omsync.ledger.tables import outcome_log
 from omsync.services import Services
@@ -48,7 +49,7 @@ class Env:
     engines: list[Engine] = dataclasses.field(default_factory=list)
 
     @property
-    def ledger(self) -> Any:
+    def ledger(self) -> Ledger:
         return self.services.ledger
 
     def engine(self, stores: Any = None, **settings: Any) -> Engine:
@@ -379,7 +380,7 @@ async def test_stop_cancels_slow_copies_aborts_uploads_and_hands_keys_back(env: 
         await asyncio.sleep(60)
         return await original(bucket, key, upload_id, number, part)
 
-    env.dst.upload_part = slow_part  # type: ignore[method-assign]
+    env.dst.upload_part = slow_part  # type: ignore[method-assign,assignment]
     engine = env.engine()
     await engine.start()
     engine.notify()

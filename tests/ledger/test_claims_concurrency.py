@@ -21,7 +21,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
 from omsync.config import Settings
 from omsync.db import Database
@@ -39,6 +40,7 @@ EVENTS = 3000
 LEASE_SECONDS = 120.0  # never expires during the test: any double hold is a real bug
 DEADLINE_SECONDS = 120.0
 ODD_KEYS = ["a b+c%20?#", "ключ/ü", "x//y", "./a", "dir/", "tab\there", "k" * 1024]
+ALL_KEYS = [f"obj/{i:04d}" for i in range(KEYS_PER_TASK - len(ODD_KEYS))] + ODD_KEYS
 
 
 class Held(NamedTuple):
@@ -77,7 +79,7 @@ async def _claimer(url: str, owner: str, task_ids: list[str], workdir: Path, see
                     pending = [await ledger.pending_occurrences(t) for t in task_ids]
                     if sum(pending) == 0:
                         break
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.005)
                 continue
             await asyncio.sleep(rng.random() * 0.003)  # "copying": widens the windows
             if len(claims) > 1 and rng.random() < 0.3:
@@ -117,9 +119,6 @@ async def _accept_events(services: Services, task_ids: list[str], seed: int, cou
             redriven += await services.ledger.retry_failed(task_id)
         await asyncio.sleep(rng.random() * 0.004)
     return posted, redriven
-
-
-ALL_KEYS = [f"obj/{i:04d}" for i in range(KEYS_PER_TASK - len(ODD_KEYS))] + ODD_KEYS
 
 
 def assert_no_double_holds(held: list[Held]) -> None:
@@ -193,4 +192,44 @@ async def test_parallel_claimers_never_share_a_row_and_lose_nothing(tmp_path: Pa
         assert (total["success"], total["failure"]) == (kinds["SUCCESS"], kinds["FAILURE"])
         assert total["skip"] == kinds["SKIP"] + sum(h.coalesced for h in held if h.recorded)
     finally:
+        await services.close()
+
+
+@pytest.mark.parametrize("operation", ["renew", "release"])
+async def test_multi_row_lease_updates_queue_behind_accept_instead_of_deadlocking(
+    tmp_path: Path, postgres_url: str, operation: str
+) -> None:
+    """PostgreSQL: an accept locks the task row, then its keys' rows in the order it was given.
+    A renew or release of the same rows must not lock some of them and wait for the others."""
+    services = await Services.open(Settings(data_dir=tmp_path, database_url=postgres_url))
+    accepting = Database(postgres_url)
+    try:
+        task_id = await services.tasks.create(PROJECT, FIELDS, CREDS)
+        await services.ledger.accept(task_id, ["k1", "k2"])
+        claims = sorted(await services.ledger.claim("w", 10, LEASE_SECONDS), key=lambda c: c.row_id)
+        assert len(claims) == 2
+        first, second = (c.row_id for c in claims)
+        async with accepting.write() as conn:
+            # What accept(["k2", "k1"]) does, paused half-way: task row, then k2's row.
+            await conn.execute(
+                select(sync_tasks.c.id).where(sync_tasks.c.id == task_id).with_for_update(key_share=True)
+            )
+            await conn.execute(update(ledger_table).where(ledger_table.c.id == second).values(updated_at=1))
+            if operation == "renew":
+                waiting = asyncio.ensure_future(services.ledger.renew("w", [first, second], LEASE_SECONDS))
+            else:
+                waiting = asyncio.ensure_future(services.ledger.release("w", claims))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # it queues behind the accept...
+            # ...without holding k1's row, which the accept needs next (else: deadlock detected).
+            await asyncio.wait_for(
+                conn.execute(update(ledger_table).where(ledger_table.c.id == first).values(updated_at=1)), 5
+            )
+        result = await asyncio.wait_for(waiting, 10)
+        if operation == "renew":
+            assert result == 2
+        else:
+            assert await services.ledger.claim("w2", 10, LEASE_SECONDS) != []
+    finally:
+        await accepting.close()
         await services.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import text
+
 from omsync.domain.model import Outcome, OutcomeKind
 from omsync.services import Services
 from tests.ledger.test_ledger import new_task
@@ -28,16 +30,17 @@ async def test_orphan_upload_is_handed_to_the_next_owner(services: Services) -> 
     assert again.orphan_uploads == ()
 
 
-async def test_final_outcome_records_event_to_outcome_latency(services: Services) -> None:
-    from sqlalchemy import select
-
-    from omsync.ledger.tables import ledger
+async def test_final_outcome_counts_into_the_latency_histogram(services: Services) -> None:
+    from omsync.domain.stats import LATENCY_COLUMNS, latency_column
 
     task_id = await new_task(services)
     await services.ledger.accept(task_id, ["k"])
     [claim] = await services.ledger.claim("w", 1, 30)
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
     await services.ledger.finish("w", claim, Outcome(OutcomeKind.SUCCESS, size=1))
     async with services.db.read() as conn:
-        latency = await conn.scalar(select(ledger.c.latency_ms))
-    assert latency is not None and latency >= 20
+        row = (await conn.execute(text(f"SELECT {', '.join(LATENCY_COLUMNS)} FROM stat_buckets"))).one()
+    counts = dict(zip(LATENCY_COLUMNS, row, strict=True))
+    assert sum(counts.values()) == 1
+    assert counts[latency_column(300)] == 1 or counts[latency_column(1000)] == 1  # 250 ms < latency ≤ 1 s
+    assert latency_column(0) == "lat_0" and latency_column(10**9) == LATENCY_COLUMNS[-1]

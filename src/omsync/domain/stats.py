@@ -8,6 +8,7 @@ are epoch milliseconds; a range ``[start_ms, end_ms)`` includes every bucket tha
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
@@ -137,10 +138,18 @@ def month_range(query_time_ms: int, tz_offset_minutes: int = 0) -> tuple[int, in
     try:
         local = (_EPOCH + query_time_ms * _MS).astimezone(zone)
         start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        if start.month == 12:
-            end = start.replace(year=start.year + 1, month=1)
-        else:
-            end = start.replace(month=start.month + 1)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     except (OverflowError, ValueError):
         raise StatsRangeError("query_time is out of range", ("query_time",)) from None
     return ((start - _EPOCH) // _MS, (end - _EPOCH) // _MS)
+
+
+# Event-to-outcome latency histogram kept per 5-minute bucket: column ``lat_<i>`` counts final
+# outcomes whose latency was at most ``LATENCY_BOUNDS_MS[i]``; the last column counts the rest.
+LATENCY_BOUNDS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
+LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+
+
+def latency_column(latency_ms: int) -> str:
+    """The histogram column counting an outcome that took ``latency_ms`` from event to outcome."""
+    return LATENCY_COLUMNS[bisect.bisect_left(LATENCY_BOUNDS_MS, max(0, latency_ms))]

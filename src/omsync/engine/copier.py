@@ -176,7 +176,7 @@ class Copier:
 
         src = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
         before = await self._head_destination(destination, spec.dst_bucket, key)
-        decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before else None)
+        decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before is not None else None)
         if not decision.copy:
             return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
 
@@ -246,10 +246,11 @@ class Copier:
                     ErrorKind.UNSUPPORTED, f"destination cannot hold this key in a multipart upload, "
                     f"needed for {src.size} bytes: {problem}", retryable=False, code="unsupported_key"))
             return await self._multipart_stream(spec, key, src, source, destination, options)
-        if src.size > caps.max_single_put:
+        if large or src.size > caps.max_single_put:
+            # Without multipart the whole object would have to sit in memory for one PUT.
             raise CopyError(Side.DESTINATION, StoreError(
                 ErrorKind.UNSUPPORTED,
-                f"object of {src.size} bytes exceeds the destination's single-put limit and it "
+                f"object of {src.size} bytes is above the multipart threshold and the destination "
                 "offers no multipart upload", retryable=False, code="object_too_large"))
         return await self._single_stream(spec, key, src, source, destination, options)
 

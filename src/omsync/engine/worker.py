@@ -164,13 +164,17 @@ class Engine:
     async def _claim_loop(self) -> None:
         lease = self.settings.lease_seconds
         poll = self.settings.poll_interval_seconds
+        wait = poll
         while not self._stopping:
             free = self.settings.workers - len(self._inflight)
             if free > 0:
                 try:
                     claims = await self.ledger.claim(self.owner, free, lease)
+                    wait = poll
                 except Exception:
-                    log.exception("claiming keys failed; trying again in %.1f s", poll)
+                    # The database is unreachable or failing: back off instead of spinning.
+                    wait = min(max(wait * 2, poll), 5.0)
+                    log.exception("claiming keys failed; trying again in %.1f s", wait)
                     claims = []
                 if self._stopping:
                     await self._release_quietly(claims)
@@ -187,7 +191,7 @@ class Engine:
                 if self._backlog:
                     continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     async def _release_quietly(self, claims: list[Claim]) -> None:
@@ -243,11 +247,11 @@ class Engine:
         return spec
 
     async def _process(self, claim: Claim) -> None:
-        spec = await self._spec(claim.task_id)
-        if spec is None:
-            return  # the task was deleted, and its ledger rows with it
         verdict: Verdict
         try:
+            spec = await self._spec(claim.task_id)
+            if spec is None:
+                return  # the task was deleted, and its ledger rows with it
             source = await self.stores.source(spec)
             destination = await self.stores.destination(spec)
             outcome = await self.copier.copy(spec, claim.key, source, destination)

@@ -8,8 +8,9 @@ count as SKIP with reason ``coalesced``.
 
 Lock order, to stay free of deadlocks on PostgreSQL: the task row first, then ledger rows. A
 transaction that may wait for several ledger rows holds the lock of their task(s) first (accept,
-finish, retry_failed take it ``FOR UPDATE``; renew and release ``FOR KEY SHARE``, which only
-conflicts with the former); claim never waits (``SKIP LOCKED``) and retry_later locks one row.
+finish, retry_failed take it ``FOR NO KEY UPDATE``; renew and release ``FOR SHARE``, which
+conflicts with that but not with itself); claim never waits (``SKIP LOCKED``) and retry_later locks
+one row. Neither lock blocks the foreign-key checks of inserts referencing the task.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omsync.db import Database
 from omsync.domain.model import Outcome, OutcomeKind, TaskStatus
-from omsync.domain.stats import bucket_start
+from omsync.domain.stats import bucket_start, latency_column
 from omsync.ledger.tables import ledger, open_uploads, outcome_log, stat_buckets, sync_tasks
 
 PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
@@ -108,11 +109,11 @@ class Ledger:
             sync_tasks.c.id == task_id
         )
         if self.db.is_postgres:
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
         return (await conn.execute(query)).first()
 
     async def _share_tasks_of(self, conn: AsyncConnection, row_ids: Sequence[int]) -> None:
-        """PostgreSQL: lock the tasks of ``row_ids`` ``FOR KEY SHARE`` (in id order) before their
+        """PostgreSQL: lock the tasks of ``row_ids`` ``FOR SHARE`` (in id order) before their
         rows, so that a multi-row update cannot deadlock with an accept holding some of them."""
         if not self.db.is_postgres:
             return
@@ -120,7 +121,7 @@ class Ledger:
             select(sync_tasks.c.id)
             .where(sync_tasks.c.id.in_(select(ledger.c.task_id).where(ledger.c.id.in_(list(row_ids)))))
             .order_by(sync_tasks.c.id)
-            .with_for_update(read=True, key_share=True)
+            .with_for_update(read=True)  # FOR SHARE
         )
 
     async def _count(self, conn: AsyncConnection, task_id: str, at: int, **deltas: int) -> None:
@@ -280,7 +281,7 @@ class Ledger:
             ledger.c.id == claim.row_id, ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT
         )
         if self.db.is_postgres:
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
         return (await conn.execute(query)).first()
 
     async def finish(self, owner: str, claim: Claim, outcome: Outcome) -> FinishResult:
@@ -316,7 +317,6 @@ class Ledger:
                     outcome=kind.value, reason=outcome.reason, message=outcome.message,
                     size=outcome.size if kind is OutcomeKind.SUCCESS else ledger.c.size,
                     attempts=claim.attempts + 1, pending_since=None, updated_at=at,
-                    latency_ms=max(0, at - claim.pending_since),
                 )
             )
             await conn.execute(
@@ -327,6 +327,7 @@ class Ledger:
             counts[kind.value.lower()] += 1
             if kind is OutcomeKind.SUCCESS:
                 counts["size"] = outcome.size
+            counts[latency_column(at - claim.pending_since)] = 1
             await self._count(conn, claim.task_id, at, **counts)
             await conn.execute(
                 outcome_log.insert().values(

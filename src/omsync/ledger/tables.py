@@ -19,6 +19,8 @@ from sqlalchemy import (
     text,
 )
 
+from omsync.domain.stats import LATENCY_COLUMNS
+
 metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants BIGINT for big ledgers.
@@ -92,7 +94,6 @@ ledger = Table(
     Column("message", Text, nullable=True),
     Column("size", BigInteger, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
-    Column("latency_ms", BigInteger, nullable=True),  # event-to-outcome time of the last final outcome
     UniqueConstraint("task_id", "key", name="uq_ledger_task_key"),
     Index(
         "ix_ledger_due",
@@ -114,6 +115,9 @@ stat_buckets = Table(
     Column("failure", BigInteger, nullable=False, server_default="0"),
     Column("skip", BigInteger, nullable=False, server_default="0"),
     Column("size", BigInteger, nullable=False, server_default="0"),
+    # Histogram of event-to-outcome latency of final outcomes: lat_<i> counts those at most
+    # LATENCY_BOUNDS_MS[i]; the last column counts the rest.
+    *(Column(name, BigInteger, nullable=False, server_default="0") for name in LATENCY_COLUMNS),
 )
 
 # Final outcomes waiting to be written into the destination's object lists.

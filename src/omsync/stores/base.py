@@ -79,6 +79,7 @@ class Capabilities:
     multipart_unsupported_key_chars: frozenset[str] = frozenset()  # ... for multipart uploads only
     reserved_prefixes: tuple[str, ...] = ()  # key prefixes the store keeps for itself
     keys_are_paths: bool = False         # an object 'a' and an object 'a/b' cannot both exist
+    lists_in_key_order: bool = True      # list() pages follow UTF-8 byte order of keys
     limitation: str | None = None        # who imposes the key limits above, for error messages
 
     def key_problem(self, key: str, *, multipart: bool = False) -> str | None:

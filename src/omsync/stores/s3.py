@@ -31,6 +31,11 @@ from aiobotocore.session import get_session
 from botocore import exceptions as boto_exc
 from botocore.handlers import set_list_objects_encoding_type_url
 
+try:  # botocore's check for S3's "200 with an <Error> body"; wrapped below (private name)
+    from botocore.handlers import _handle_200_error as _botocore_200_check
+except ImportError:  # pragma: no cover - a botocore without it needs no wrapping
+    _botocore_200_check = None
+
 from omsync.domain.model import Credentials
 from omsync.stores.base import Capabilities, ErrorKind, ListPage, ObjectInfo, PutOptions, StoreError
 from omsync.stores.profiles import ResolvedEndpoint, S3Dialect
@@ -196,6 +201,12 @@ def _sanitize_xml_body(response_dict: dict[str, Any], **_: Any) -> None:
     response_dict["body"] = _INVALID_XML_RAW.sub(_REPLACEMENT, body)
 
 
+def _sanitize_then_check(operation_model: Any, response_dict: dict[str, Any], **kwargs: Any) -> None:
+    _sanitize_xml_body(response_dict)
+    if _botocore_200_check is not None:
+        _botocore_200_check(operation_model=operation_model, response_dict=response_dict, **kwargs)
+
+
 def _clean_etag(value: Any) -> str | None:
     if not value:
         return None
@@ -323,7 +334,11 @@ class S3Store:
                     config=config,
                 )
                 client = await context.__aenter__()
-                client.meta.events.register("before-parse.s3", _sanitize_xml_body)
+                # Sanitising must happen before botocore's own 200-with-error check, which
+                # parses the body too and would turn a valid reply into a retryable 500.
+                if _botocore_200_check is not None:
+                    client.meta.events.unregister("before-parse.s3.*", _botocore_200_check)
+                client.meta.events.register_first("before-parse.s3.*", _sanitize_then_check)
                 if not self.url_encoded_listing:
                     # botocore adds encoding-type=url on its own and then decodes; a server that
                     # ignores the parameter would have its raw keys "decoded" into other keys.

@@ -1,4 +1,4 @@
-"""Open multipart uploads (crash cleanup) and the last event-to-outcome latency per key.
+"""Open multipart uploads (crash cleanup) and an event-to-outcome latency histogram per bucket.
 
 Revision ID: 0002
 Revises: 0001
@@ -12,6 +12,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+LATENCY_BINS = 13  # len(omsync.domain.stats.LATENCY_BOUNDS_MS) + 1, frozen for this revision
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -26,11 +27,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_open_uploads_task_key", "open_uploads", ["task_id", "key"])
-    with op.batch_alter_table("ledger") as batch:
-        batch.add_column(sa.Column("latency_ms", sa.BigInteger, nullable=True))
+    with op.batch_alter_table("stat_buckets") as batch:
+        for i in range(LATENCY_BINS):
+            batch.add_column(sa.Column(f"lat_{i}", sa.BigInteger, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("ledger") as batch:
-        batch.drop_column("latency_ms")
+    with op.batch_alter_table("stat_buckets") as batch:
+        for i in range(LATENCY_BINS):
+            batch.drop_column(f"lat_{i}")
     op.drop_table("open_uploads")
