@@ -4,8 +4,9 @@ The benchmarks reuse the test helpers (``tests.servers`` starts SeaweedFS on fre
 ``tests.omsync_server`` runs a real ``omsync serve``), so the repository root is put on
 ``sys.path`` when a script in ``bench/`` runs. Everything listens on 127.0.0.1 only.
 
-Peak RSS of a child process is read exactly from ``os.wait4`` (``ru_maxrss``) when it exits;
-while it runs, :class:`RssSampler` reads ``VmRSS`` from ``/proc/<pid>/status`` (Linux).
+Memory of a child process is read from ``/proc/<pid>/status`` (Linux) while it runs:
+``VmRSS`` now and ``VmHWM``, the kernel's high-water mark of the process image. (``ru_maxrss``
+from ``wait4`` is no use here: on Linux a child inherits its parent's high-water mark at fork.)
 """
 
 from __future__ import annotations
@@ -80,13 +81,15 @@ def proc_status_kib(pid: int, field_name: str) -> int | None:
 
 class RssSampler:
     """Samples ``VmRSS`` of ``pid`` every ``interval`` seconds in a thread, tagged with the value
-    of ``progress()`` (e.g. objects done so far) at that moment."""
+    of ``progress()`` (e.g. objects done so far) at that moment; ``peak_kib`` is the highest
+    ``VmHWM`` seen (the process's peak RSS up to the last sample)."""
 
     def __init__(self, pid: int, interval: float = 0.5, progress: Callable[[], int] | None = None) -> None:
         self.pid = pid
         self.interval = interval
         self.progress = progress or (lambda: 0)
         self.samples: list[tuple[float, int, int]] = []  # (seconds since start, progress, RSS KiB)
+        self.peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
         self._start = time.monotonic()
@@ -99,12 +102,17 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        rss = proc_status_kib(self.pid, "VmRSS")
+        if rss is not None:
+            self.samples.append((time.monotonic() - self._start, self.progress(), rss))
+        self.peak_kib = max(self.peak_kib, proc_status_kib(self.pid, "VmHWM") or 0)
 
     def _run(self) -> None:
         while True:
-            rss = proc_status_kib(self.pid, "VmRSS")
-            if rss is not None:
-                self.samples.append((time.monotonic() - self._start, self.progress(), rss))
+            self._sample()
             if self._stop.wait(self.interval):
                 return
 
@@ -115,21 +123,22 @@ class RssSampler:
         return (values[0] / 1024, values[-1] / 1024, max(values) / 1024)
 
 
-def wait_with_rusage(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, int]:
-    """Wait for ``proc`` (at most ``timeout`` s) and return ``(exit code, peak RSS KiB)`` from
-    ``wait4``, the kernel's exact high-water mark of that one process."""
+def wait_with_peak(proc: subprocess.Popen[Any], timeout: float, interval: float = 0.02) -> tuple[int, int]:
+    """Wait for ``proc`` (at most ``timeout`` s, then kill it and raise ``TimeoutError``) while
+    reading its ``VmHWM`` every ``interval`` s; returns ``(exit code, peak RSS KiB)``."""
     deadline = time.monotonic() + timeout
+    peak = 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, int(usage.ru_maxrss)
-        if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            raise TimeoutError(f"process {proc.args!r} did not exit within {timeout} s")
-        time.sleep(0.02)
+        peak = max(peak, proc_status_kib(proc.pid, "VmHWM") or 0)
+        try:
+            code = proc.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(f"process {proc.args!r} did not exit within {timeout} s") from None
+            continue
+        return code, peak
 
 
 # -- SeaweedFS ---------------------------------------------------------------------------------
@@ -247,11 +256,12 @@ class Omsync:
                 "SELECT key, outcome, updated_at, size FROM ledger WHERE task_id = ?", (task_id,)))
 
     def stop(self) -> int:
-        """SIGTERM, wait, and return the peak RSS (KiB) of the server process over its life."""
+        """SIGTERM, wait, and return the peak RSS (KiB) of the server process up to the stop."""
         proc = self.server.proc
         assert proc is not None
+        peak = proc_status_kib(proc.pid, "VmHWM") or 0
         proc.send_signal(signal.SIGTERM)
-        _, peak = wait_with_rusage(proc, timeout=60)
+        wait_with_peak(proc, timeout=60)
         return peak
 
 
@@ -275,7 +285,7 @@ def omsync(server: S3Server, workers: int, **env: str) -> Iterator[Omsync]:
             yield running
         finally:
             if process.proc is not None and process.proc.poll() is None:
-                with contextlib.suppress(ChildProcessError, TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     running.stop()
 
 
@@ -341,7 +351,7 @@ def rclone_copy(server: S3Server, src_bucket: str, dst_bucket: str, transfers: i
     with tempfile.TemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        code, peak = wait_with_rusage(proc, timeout)
+        code, peak = wait_with_peak(proc, timeout)
         seconds = time.monotonic() - start
         out.seek(0)
         output = out.read().decode(errors="replace")

@@ -1,7 +1,7 @@
 """Event-to-copy latency of omsync at a steady event rate, and its memory over the run.
 
     /tmp/venv/bin/python bench/latency.py [--rate 100] [--duration 20] [--workers 16]
-                                          [--variant server-side|streamed] [--senders 8]
+                                          [--variant server-side|streamed] [--senders 32]
 
 One SeaweedFS and one ``omsync serve`` are started. For ``rate × duration`` slots spaced
 ``1/rate`` s apart, a sender thread PUTs a new 4 KiB object into the source bucket and then posts
@@ -11,7 +11,7 @@ time from just before the event was sent (client clock) until omsync recorded th
 clock). ``--keys-per-event`` > 1 groups consecutive slots into one event instead.
 
 RSS of the omsync process is sampled every 0.5 s (``VmRSS``) with the number of events sent so
-far; the peak is the kernel's high-water mark reported when the process exits.
+far; the peak is the kernel's high-water mark (``VmHWM``) just before it is stopped.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="omsync copy slots (default 16)")
     parser.add_argument("--variant", choices=["server-side", "streamed"], default="server-side")
     parser.add_argument("--keys-per-event", type=int, default=1, help="keys per event (default 1)")
-    parser.add_argument("--senders", type=int, default=8, help="client threads putting objects and posting events")
+    parser.add_argument("--senders", type=int, default=32, help="client threads putting objects and posting events")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound for the last outcomes after sending")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.keys_per_event < 1:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     first, last, peak_sampled = sampler.first_last_peak_mib()
     print()
     print(f"omsync RSS: first {first:.0f} MiB, last {last:.0f} MiB, sampled peak {peak_sampled:.0f} MiB, "
-          f"peak (wait4) {peak_kib / 1024:.0f} MiB")
+          f"peak (VmHWM) {peak_kib / 1024:.0f} MiB")
     series = sampler.samples
     if series:
         step = max(1, len(series) // 8)

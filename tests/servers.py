@@ -73,6 +73,7 @@ class S3Server:
     log_path: Path
     region: str = "us-east-1"
     workdir: tempfile.TemporaryDirectory[str] | None = None
+    socket_ports: tuple[int, ...] = ()  # SeaweedFS names its /tmp unix sockets after these ports
     _client: Any = field(default=None, repr=False)
 
     def client(self) -> Any:
@@ -126,6 +127,11 @@ class S3Server:
         if self.workdir is not None:
             self.workdir.cleanup()
             self.workdir = None
+        for port in self.socket_ports:
+            # Local gRPC sockets have a fixed /tmp location; remove the ones named after our ports.
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def _wait_ready(server: S3Server, ready_status: int | None) -> None:
@@ -203,6 +209,7 @@ def start_seaweedfs(access_key: str = "weed-access-key", secret_key: str = "weed
     env = dict(os.environ)
     env["AWS_ACCESS_KEY_ID"] = access_key
     env["AWS_SECRET_ACCESS_KEY"] = secret_key
+    env["TMPDIR"] = str(root)  # log files
     help_text = subprocess.run([weed, "mini", "-h"], capture_output=True, timeout=30, check=False)
     help_out = help_text.stdout + help_text.stderr
     if b"-s3.port" in help_out:
@@ -211,6 +218,8 @@ def start_seaweedfs(access_key: str = "weed-access-key", secret_key: str = "weed
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-master.telemetry=false",
             "-webdav=false", *(f"-{name}={port}" for name, port in ports.items()),
         ]
+        if b"-filer.localSocket" in help_out:
+            argv += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
         if b"-s3.autoCreateBucket" in help_out:
             # A PUT into a missing bucket must fail (NOT_FOUND), as on every other S3.
             argv.append("-s3.autoCreateBucket=false")
@@ -230,6 +239,7 @@ def start_seaweedfs(access_key: str = "weed-access-key", secret_key: str = "weed
         process=process,
         log_path=log_path,
         workdir=workdir,
+        socket_ports=tuple(ports.values()),
     )
     # An unsigned request is refused with 403 once the S3 gateway checks signatures.
     _wait_ready(server, 403)

@@ -8,15 +8,16 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from omsync.cli_ops import register as register_operator_commands
-from omsync.config import Settings
-from omsync.logs import configure_logging
+
+if TYPE_CHECKING:  # pydantic-settings costs ~0.1 s to import: only commands that need it pay
+    from omsync.config import Settings
 
 T = TypeVar("T")
 
@@ -32,6 +33,8 @@ DbUrl = Annotated[str | None, typer.Option("--database-url", help="Database URL 
 
 
 def _settings(data_dir: Path | None = None, database_url: str | None = None, **extra: Any) -> Settings:
+    from omsync.config import Settings
+
     overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
@@ -69,6 +72,7 @@ def serve(
     import uvicorn
 
     from omsync.app import create_app
+    from omsync.logs import configure_logging
 
     settings = _settings(data_dir, database_url, host=host, port=port, workers=workers)
     configure_logging(settings)
@@ -87,6 +91,7 @@ def worker(
     workers: Annotated[int | None, typer.Option(help="Concurrent copies in this process.")] = None,
 ) -> None:
     """Run sync workers only, against the same database as the API (SIGTERM stops gracefully)."""
+    from omsync.logs import configure_logging
     from omsync.runtime import run_worker_until_signalled
 
     settings = _settings(data_dir, database_url, workers=workers)

@@ -456,3 +456,67 @@ async def test_copy_limits_follow_the_settings() -> None:
     limits = CopyLimits.from_settings(Settings(multipart_threshold_bytes=6 * 1024 * 1024,
                                                part_size_bytes=5 * 1024 * 1024, part_concurrency=3))
     assert (limits.multipart_threshold, limits.part_size, limits.part_concurrency) == (6 << 20, 5 << 20, 3)
+
+
+# -- upload records ----------------------------------------------------------------------------
+
+
+class Journal:
+    """Records what the copier reports about its multipart uploads, with what the store had."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.events: list[tuple[str, str, int]] = []  # (event, upload id, parts stored by then)
+        self.fail_open = False
+
+    def _parts(self, upload_id: str) -> int:
+        upload = self.store._uploads.get(upload_id)
+        return len(upload.parts) if upload is not None else -1
+
+    async def opened(self, bucket: str, upload_id: str) -> None:
+        self.events.append(("opened", upload_id, self._parts(upload_id)))
+        if self.fail_open:
+            raise RuntimeError("the ledger is unreachable")
+
+    async def closed(self, upload_id: str) -> None:
+        self.events.append(("closed", upload_id, self._parts(upload_id)))
+
+
+async def test_uploads_are_recorded_before_any_part_and_dropped_once_complete() -> None:
+    src, dst = stores()
+    await put(src, "src", KEY, payload(64 * KIB, seed=10))
+    journal = Journal(dst)
+    await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst, uploads=journal)
+    [(opened, upload_id, parts_then), (closed, closed_id, after)] = journal.events
+    assert (opened, parts_then) == ("opened", 0)  # recorded before the first part went out
+    assert (closed, closed_id, after) == ("closed", upload_id, -1)  # dropped after completion
+
+
+async def test_aborted_upload_is_dropped_but_one_that_cannot_be_aborted_is_kept() -> None:
+    src, dst = stores()
+    await put(src, "src", KEY, payload(64 * KIB, seed=11))
+    journal = Journal(dst)
+    dst.fail("upload_part", StoreError(ErrorKind.TRANSIENT, "reset"))
+    with pytest.raises(CopyError):
+        await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst, uploads=journal)
+    assert [event for event, _, _ in journal.events] == ["opened", "closed"]
+    assert await open_uploads(dst) == []
+
+    journal = Journal(dst)
+    dst.fail("upload_part", StoreError(ErrorKind.TRANSIENT, "reset"))
+    dst.fail("abort_multipart", StoreError(ErrorKind.TRANSIENT, "reset"))
+    with pytest.raises(CopyError):
+        await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst, uploads=journal)
+    assert [event for event, _, _ in journal.events] == ["opened"]  # kept for the next owner
+    assert len(await open_uploads(dst)) == 1
+
+
+async def test_upload_that_cannot_be_recorded_is_aborted_at_once() -> None:
+    src, dst = stores()
+    await put(src, "src", KEY, payload(64 * KIB, seed=12))
+    journal = Journal(dst)
+    journal.fail_open = True
+    with pytest.raises(RuntimeError):
+        await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst, uploads=journal)
+    assert dst.count("upload_part") == 0
+    assert await open_uploads(dst) == []

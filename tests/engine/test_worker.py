@@ -19,7 +19,7 @@ from omsync.engine.object_lists import list_key
 from omsync.engine.worker import Engine
 from omsync.ledger.queue import Ledger
 from omsync.ledger.tables import ledger as ledger_table
-from omsync.ledger.tables import outcome_log
+from omsync.ledger.tables import open_uploads, outcome_log
 from omsync.services import Services
 from omsync.stores.base import ErrorKind, ObjectStore, PutOptions, StoreError
 from omsync.stores.memory import MemoryStore
@@ -364,6 +364,55 @@ async def test_a_worker_that_lost_its_lease_does_not_record(env: Env) -> None:
     assert row["state"] == "inflight" and row["lease_owner"] == "other-worker"
 
 
+# -- multipart uploads left by a crash ----------------------------------------------------------
+
+
+async def open_upload_records(env: Env) -> list[Any]:
+    async with env.services.db.read() as conn:
+        return list((await conn.execute(select(open_uploads))).all())
+
+
+async def test_upload_left_open_by_a_dead_worker_is_aborted_by_the_next_owner(env: Env) -> None:
+    task_id = await env.task()
+    data = payload(64 * KIB, seed=13)
+    await put(env.src, "src", "big", data)
+    await env.ledger.accept(task_id, ["big"])
+    [claim] = await env.ledger.claim("dead-worker", 10, 0.2)
+    orphan = await env.dst.create_multipart("dst", "big", PutOptions())
+    await env.dst.upload_part("dst", "big", orphan, 1, b"x" * 4096)
+    await env.ledger.record_upload(claim, "dst", orphan)  # then the worker "dies"
+    engine = env.engine()
+    await engine.start()
+    engine.notify()
+    counts = await env.settled(task_id)
+    assert counts["success"] == 1
+    assert env.dst.object_bytes("dst", "big") == data
+    assert await env.dst.list_multipart_uploads("dst") == []
+    assert await open_upload_records(env) == []
+
+
+async def test_open_uploads_are_recorded_while_a_copy_runs(env: Env) -> None:
+    task_id = await env.task()
+    await put(env.src, "src", "big", payload(64 * KIB, seed=14))
+    await env.ledger.accept(task_id, ["big"])
+    seen: list[list[Any]] = []
+    original = env.dst.upload_part
+
+    async def watched(bucket: str, key: str, upload_id: str, number: int, part: bytes) -> str:
+        if number == 1:
+            seen.append(await open_upload_records(env))
+        return await original(bucket, key, upload_id, number, part)
+
+    env.dst.upload_part = watched  # type: ignore[method-assign,assignment]
+    engine = env.engine()
+    await engine.start()
+    engine.notify()
+    await env.settled(task_id)
+    [[record]] = seen
+    assert record.bucket == "dst" and record.key == b"big"
+    assert await open_upload_records(env) == []
+
+
 # -- shutdown ----------------------------------------------------------------------------------
 
 
@@ -389,6 +438,7 @@ async def test_stop_cancels_slow_copies_aborts_uploads_and_hands_keys_back(env: 
     await engine.stop(0.2)
     assert time.monotonic() - started < 3
     assert await env.dst.list_multipart_uploads("dst") == []
+    assert await open_upload_records(env) == []
     assert env.dst.keys("dst") == []
     row = await env.row(task_id, "big")
     assert row["state"] == "pending" and row["lease_owner"] is None and row["attempts"] == 0
@@ -469,3 +519,14 @@ async def test_outcomes_are_written_as_object_lists_into_the_destination(env: En
         assert (await conn.execute(select(outcome_log))).all() == []
     # The lists did not become events of their own.
     assert (await env.counts(task_id))["request"] == 3
+
+
+def test_the_engine_does_not_depend_on_the_http_api() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, omsync.engine.worker, omsync.engine.factory, omsync.engine.object_lists; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('fastapi', 'starlette', 'omsync.api'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

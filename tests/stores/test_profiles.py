@@ -8,9 +8,9 @@ from omsync.domain.model import CloudType
 from omsync.stores.profiles import (
     TIERS,
     EndpointError,
+    all_profiles,
     destination_storage_class,
     get_profile,
-    profiles,
     quirk_set,
     resolve_endpoint,
     validate_overrides,
@@ -33,7 +33,7 @@ DOCUMENTED = [
 
 
 def test_every_cloud_type_has_a_profile() -> None:
-    loaded = profiles()
+    loaded = all_profiles()
     assert set(loaded) == {member.value for member in CloudType}
     for profile in loaded.values():
         assert profile.name
@@ -58,7 +58,7 @@ def test_documented_regions_resolve(cloud: str, region: str, url: str, style: st
 
 
 def test_every_listed_region_resolves() -> None:
-    for name, profile in profiles().items():
+    for name, profile in all_profiles().items():
         for region in profile.regions:
             resolved = resolve_endpoint(name, region, {})
             assert resolved.url.startswith(("https://", "http://")), (name, region)

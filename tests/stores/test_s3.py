@@ -18,7 +18,7 @@ import pytest
 from omsync.domain.model import Credentials
 from omsync.stores import ErrorKind, PutOptions, S3Store, StoreError
 from omsync.stores.profiles import S3Dialect, get_profile, resolve_endpoint
-from omsync.stores.s3 import _SHARED, translate_error
+from omsync.stores.s3 import shared_client_count, translate_error
 from tests.servers import S3Server, free_port
 
 CREDS = Credentials("test-access", "test-secret-never-shown")
@@ -311,12 +311,13 @@ async def test_stores_with_the_same_endpoint_share_one_client(moto_s3: S3Server)
         await other_dialect.head(bucket, "k")
         assert first._client_obj is second._client_obj
         assert first._client_obj is not other_dialect._client_obj
+        assert shared_client_count(moto_s3.endpoint_url) == 2
         await first.close()
         assert (await second.head(bucket, "k")).size == 1  # still open for the other user
     finally:
         await second.close()
         await other_dialect.close()
-    assert not [key for key in _SHARED if key.endpoint_url == moto_s3.endpoint_url]
+    assert shared_client_count(moto_s3.endpoint_url) == 0
 
 
 async def test_store_for_a_provider_profile_via_an_endpoint_override(moto_s3: S3Server) -> None:

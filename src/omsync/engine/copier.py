@@ -20,9 +20,9 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from omsync.config import Settings
 from omsync.domain.decisions import ObjectFacts, decide, verify
@@ -42,6 +42,16 @@ _T = TypeVar("_T")
 
 # Abort calls still running after their copy was cancelled; kept so they are not collected.
 _pending_aborts: set[asyncio.Task[None]] = set()
+
+
+class UploadTracker(Protocol):
+    """Told when a copy opens and ends a multipart upload (see :meth:`Copier.copy`)."""
+
+    async def opened(self, bucket: str, upload_id: str) -> None:
+        """The upload exists; must be durable before returning (parts follow)."""
+
+    async def closed(self, upload_id: str) -> None:
+        """The upload was completed or aborted."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +165,14 @@ class Copier:
 
     # -- public ---------------------------------------------------------------------------------
 
-    async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore) -> Outcome:
+    async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore,
+                   *, uploads: UploadTracker | None = None) -> Outcome:
         """Copy ``key`` from ``spec.src_bucket`` in ``source`` to ``spec.dst_bucket`` in
         ``destination``.
+
+        ``uploads`` is told about every multipart upload this copy starts (before any part is
+        sent) and ends (completed or aborted), so that one orphaned by a crash can be aborted
+        later by whoever copies the key next.
 
         Returns SUCCESS (``size`` = bytes copied, ``message`` = how it was copied and verified)
         or SKIP (``reason`` from the overwrite decision, e.g. ``not_modified``, ``exists``,
@@ -181,7 +196,7 @@ class Copier:
             return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
 
         options = self._options(spec, src, destination)
-        written = await self._write(spec, key, src, source, destination, options, same_store)
+        written = await self._write(spec, key, src, source, destination, options, same_store, uploads)
         note = await self._verify(spec, key, src, destination, written)
         message = f"{decision.reason}; {written.how}; {note}"
         if decision.note:
@@ -225,13 +240,14 @@ class Copier:
         )
 
     async def _write(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
-                     destination: ObjectStore, options: PutOptions, same_store: bool) -> _Written:
+                     destination: ObjectStore, options: PutOptions, same_store: bool,
+                     uploads: UploadTracker | None) -> _Written:
         caps = destination.capabilities
         large = src.size > self.limits.multipart_threshold
         multipart_key = caps.key_problem(key, multipart=True) is None
         if same_store and caps.server_side_copy:
             if large and caps.multipart and caps.part_copy and multipart_key:
-                info = await self._multipart_server_copy(spec, key, src, destination, options)
+                info = await self._multipart_server_copy(spec, key, src, destination, options, uploads)
                 return _Written(info, None, None, "server-side multipart copy")
             if src.size <= caps.max_server_copy:
                 info = await _on(Side.SOURCE, destination.server_copy(
@@ -245,7 +261,7 @@ class Copier:
                 raise CopyError(Side.DESTINATION, StoreError(
                     ErrorKind.UNSUPPORTED, f"destination cannot hold this key in a multipart upload, "
                     f"needed for {src.size} bytes: {problem}", retryable=False, code="unsupported_key"))
-            return await self._multipart_stream(spec, key, src, source, destination, options)
+            return await self._multipart_stream(spec, key, src, source, destination, options, uploads)
         if large or src.size > caps.max_single_put:
             # Without multipart the whole object would have to sit in memory for one PUT.
             raise CopyError(Side.DESTINATION, StoreError(
@@ -317,7 +333,8 @@ class Copier:
         return _Written(info, crc.value, len(body), "streamed")
 
     async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
-                                destination: ObjectStore, options: PutOptions) -> _Written:
+                                destination: ObjectStore, options: PutOptions,
+                                uploads: UploadTracker | None) -> _Written:
         part_size = self._part_size(src.size, destination)
         bucket = spec.dst_bucket
         crc = Crc64()
@@ -326,18 +343,16 @@ class Copier:
         # returns: this is what bounds memory to part_size x part_concurrency.
         permits = asyncio.Semaphore(self.limits.part_concurrency)
 
-        async def upload(number: int, data: bytes) -> None:
+        async def upload(upload_id: str, number: int, data: bytes) -> None:
             try:
                 etags[number] = await _on(Side.DESTINATION, destination.upload_part(
                     bucket, key, upload_id, number, data))
             finally:
                 permits.release()
 
-        upload_id = await _on(Side.DESTINATION, destination.create_multipart(bucket, key, options))
-        completed = False
-        try:
-            total = 0
-            number = 0
+        total = 0
+        number = 0
+        async with self._upload(destination, bucket, key, options, uploads) as upload_id:
             try:
                 async with asyncio.TaskGroup() as group:
                     reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size))
@@ -355,14 +370,14 @@ class Copier:
                                 with memoryview(buffer) as view:
                                     part = bytes(view[:part_size])
                                 del buffer[:part_size]
-                                group.create_task(upload(number, part))
+                                group.create_task(upload(upload_id, number, part))
                                 del part
                                 await permits.acquire()
                         if total != src.size:
                             raise self._changed(src, total)
                         if buffer or number == 0:
                             number += 1
-                            group.create_task(upload(number, bytes(buffer)))
+                            group.create_task(upload(upload_id, number, bytes(buffer)))
                         else:
                             permits.release()
                         del buffer
@@ -372,41 +387,49 @@ class Copier:
                 raise _unwrap(group_error) from None
             parts = [(n, etags[n]) for n in range(1, number + 1)]
             info = await _on(Side.DESTINATION, destination.complete_multipart(bucket, key, upload_id, parts))
-            completed = True
-        finally:
-            if not completed:
-                await _abort(destination, bucket, key, upload_id)
         return _Written(info, crc.value, total, f"streamed in {number} parts of up to {part_size} bytes")
 
     async def _multipart_server_copy(self, spec: TaskSpec, key: str, src: ObjectInfo,
-                                     destination: ObjectStore, options: PutOptions) -> ObjectInfo:
+                                     destination: ObjectStore, options: PutOptions,
+                                     uploads: UploadTracker | None) -> ObjectInfo:
         part_size = self._part_size(src.size, destination)
         bucket = spec.dst_bucket
         etags: dict[int, str] = {}
         permits = asyncio.Semaphore(self.limits.part_concurrency)
         ranges = [(start, min(start + part_size, src.size)) for start in range(0, src.size, part_size)]
 
-        async def copy_part(number: int, start: int, end: int) -> None:
+        async def copy_part(upload_id: str, number: int, start: int, end: int) -> None:
             async with permits:
                 etags[number] = await _on(Side.SOURCE, destination.upload_part_copy(
                     bucket, key, upload_id, number, spec.src_bucket, key, start, end))
 
-        upload_id = await _on(Side.DESTINATION, destination.create_multipart(bucket, key, options))
-        completed = False
-        try:
+        async with self._upload(destination, bucket, key, options, uploads) as upload_id:
             try:
                 async with asyncio.TaskGroup() as group:
                     for number, (start, end) in enumerate(ranges, start=1):
-                        group.create_task(copy_part(number, start, end))
+                        group.create_task(copy_part(upload_id, number, start, end))
             except BaseExceptionGroup as group_error:
                 raise _unwrap(group_error) from None
             parts = [(n, etags[n]) for n in range(1, len(ranges) + 1)]
             info = await _on(Side.DESTINATION, destination.complete_multipart(bucket, key, upload_id, parts))
-            completed = True
-        finally:
-            if not completed:
-                await _abort(destination, bucket, key, upload_id)
         return info
+
+    @contextlib.asynccontextmanager
+    async def _upload(self, destination: ObjectStore, bucket: str, key: str, options: PutOptions,
+                      uploads: UploadTracker | None) -> AsyncIterator[str]:
+        """A multipart upload for the body to fill and complete. Its abort is registered as soon
+        as it exists: if the body (or recording the upload) fails or is cancelled, the upload is
+        aborted; either way its record is dropped once it is no longer open."""
+        upload_id = await _on(Side.DESTINATION, destination.create_multipart(bucket, key, options))
+        try:
+            if uploads is not None:
+                await uploads.opened(bucket, upload_id)
+            yield upload_id
+        except BaseException:
+            await _abort(destination, bucket, key, upload_id, uploads)
+            raise
+        if uploads is not None:
+            await _closed(uploads, upload_id)
 
     async def _verify(self, spec: TaskSpec, key: str, src: ObjectInfo, destination: ObjectStore,
                       written: _Written) -> str:
@@ -448,16 +471,31 @@ class Copier:
         return written.size == current.size and int(current.last_modified) >= int(written.last_modified) - 1
 
 
-async def _abort(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
-    """Abort a multipart upload even when the copy is being cancelled; a failing abort is
-    logged (the original error matters more) and the upload stays listable for cleanup."""
-    task = asyncio.ensure_future(store.abort_multipart(bucket, key, upload_id))
+async def _closed(uploads: UploadTracker, upload_id: str) -> None:
+    try:
+        await uploads.closed(upload_id)
+    except Exception:
+        # A stale record only costs a harmless abort of a finished upload later.
+        log.warning("could not drop the record of multipart upload %s", upload_id, exc_info=True)
+
+
+async def _abort(store: ObjectStore, bucket: str, key: str, upload_id: str,
+                 uploads: UploadTracker | None) -> None:
+    """Abort a multipart upload even when the copy is being cancelled, then drop its record. A
+    failing abort is logged (the original error matters more) and its record kept, so the
+    key's next copy tries again."""
+
+    async def run() -> None:
+        try:
+            await store.abort_multipart(bucket, key, upload_id)
+        except StoreError as exc:
+            log.warning("could not abort multipart upload of %r in bucket %r: %s", key, bucket, exc.message)
+            return
+        if uploads is not None:
+            await _closed(uploads, upload_id)
+
+    task = asyncio.ensure_future(run())
     _pending_aborts.add(task)
     task.add_done_callback(_pending_aborts.discard)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        # Cancelled again while aborting: the abort keeps running on its own.
-        raise
-    except StoreError as exc:
-        log.warning("could not abort multipart upload of %r in bucket %r: %s", key, bucket, exc.message)
+    # Shielded: a second cancellation leaves the abort running on its own.
+    await asyncio.shield(task)

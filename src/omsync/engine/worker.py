@@ -3,8 +3,10 @@
 One claimer loop leases due keys (``Ledger.claim``) for free copy slots: at once when
 :meth:`Engine.notify` says events were committed in this process, when a slot frees up while
 there is a backlog, and otherwise every ``poll_interval_seconds`` for work written by other
-processes. Each claim runs in its own task: spec (cached briefly per task) → stores → copy →
-``Ledger.finish`` or ``Ledger.retry_later`` as the retry policy says. Another loop renews the
+processes. Each claim runs in its own task: spec (cached briefly per task) → stores → abort the
+multipart uploads a dead earlier owner of the key left open (``Claim.orphan_uploads``) → copy,
+recording its own multipart uploads in the ledger while they are open → ``Ledger.finish`` or
+``Ledger.retry_later`` as the retry policy says. Another loop renews the
 leases of in-flight keys every third of ``lease_seconds``. Nothing a single key does can stop
 the loops: unexpected exceptions are logged and retried as ``internal_error``; a failure of the
 bookkeeping itself leaves the lease to expire, so another worker takes the key over.
@@ -29,10 +31,10 @@ from omsync.engine.copier import Copier, CopyLimits
 from omsync.engine.factory import addressed
 from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
-from omsync.engine.retry import Final, Retry, RetryPolicy, Verdict
+from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.ledger.queue import Claim, Ledger, TaskNotFound
 from omsync.ledger.tasks import TaskRepository
-from omsync.stores.base import StoreError
+from omsync.stores.base import ObjectStore, StoreError
 
 log = logging.getLogger("omsync.engine")
 
@@ -57,6 +59,23 @@ async def _complete(call: Awaitable[_T]) -> _T:
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+class _LedgerUploads:
+    """Records the multipart uploads of one claimed key in the ledger while they are open."""
+
+    def __init__(self, ledger: Ledger, claim: Claim) -> None:
+        self._ledger = ledger
+        self._claim = claim
+        self._records: dict[str, int] = {}
+
+    async def opened(self, bucket: str, upload_id: str) -> None:
+        self._records[upload_id] = await self._ledger.record_upload(self._claim, bucket, upload_id)
+
+    async def closed(self, upload_id: str) -> None:
+        record = self._records.pop(upload_id, None)
+        if record is not None:
+            await self._ledger.forget_upload(record)
 
 
 class Engine:
@@ -254,7 +273,9 @@ class Engine:
                 return  # the task was deleted, and its ledger rows with it
             source = await self.stores.source(spec)
             destination = await self.stores.destination(spec)
-            outcome = await self.copier.copy(spec, claim.key, source, destination)
+            await self._abort_orphans(claim, destination)
+            outcome = await self.copier.copy(spec, claim.key, source, destination,
+                                             uploads=_LedgerUploads(self.ledger, claim))
         except StoreError as exc:
             verdict = self.retry.decide(exc, claim.attempts)
         except asyncio.CancelledError:
@@ -265,6 +286,18 @@ class Engine:
         else:
             verdict = Final(outcome)
         await self._record(claim, verdict)
+
+    async def _abort_orphans(self, claim: Claim, destination: ObjectStore) -> None:
+        """Abort the multipart uploads an earlier owner of this key left open (it died before
+        completing or aborting them); a failing abort fails this attempt, to be retried."""
+        for orphan in claim.orphan_uploads:
+            try:
+                await destination.abort_multipart(orphan.bucket, claim.key, orphan.upload_id)
+            except StoreError as exc:
+                raise CopyError(Side.DESTINATION, exc) from exc
+            await self.ledger.forget_upload(orphan.id)
+            log.info("aborted multipart upload %s of key %r of task %s left by an earlier copy",
+                     orphan.upload_id, claim.key, claim.task_id)
 
     async def _record(self, claim: Claim, verdict: Verdict) -> None:
         if isinstance(verdict, Retry):

@@ -176,8 +176,9 @@ class MemoryStore:
         self.capabilities.check_key(key)
         data = self._object(bucket, key).data
         first, stop = common.resolve_range(len(data), start, end)
-        for offset in range(first, stop, max(1, chunk_size)):
-            yield data[offset:min(offset + chunk_size, stop)]
+        size = max(1, chunk_size)
+        for offset in range(first, stop, size):
+            yield data[offset:min(offset + size, stop)]
             await asyncio.sleep(0)
 
     async def put(self, bucket: str, key: str, data: bytes, options: PutOptions) -> ObjectInfo:

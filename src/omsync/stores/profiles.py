@@ -246,7 +246,7 @@ def get_profile(cloud_type: str) -> ProviderProfile:
     )
 
 
-def profiles() -> dict[str, ProviderProfile]:
+def all_profiles() -> dict[str, ProviderProfile]:
     """Every profile by cloud type."""
     return {name: get_profile(name) for name in _data()["profiles"]}
 
@@ -399,9 +399,9 @@ __all__ = [
     "ProviderProfile",
     "ResolvedEndpoint",
     "S3Dialect",
+    "all_profiles",
     "destination_storage_class",
     "get_profile",
-    "profiles",
     "quirk_set",
     "resolve_endpoint",
     "validate_overrides",

@@ -2,7 +2,8 @@
 
 One aiobotocore client (and its connection pool) is shared by every store on the same event
 loop with the same endpoint, region, credentials, addressing style and listing dialect; the
-store takes a reference on first use and ``close()`` drops it. botocore's own retries are off
+store takes a reference on first use and ``close()`` drops it (the first store to create a
+client decides its pool size and timeouts). botocore's own retries are off
 (``total_max_attempts=1``): the engine retries, deciding on ``StoreError.kind``. Flexible
 checksums are only sent when an operation requires them (many S3-compatible stores reject the
 CRC32 trailers newer botocore adds by default).
@@ -20,8 +21,9 @@ import email.utils
 import hashlib
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
@@ -152,11 +154,10 @@ def translate_error(exc: BaseException, operation: str, bucket: str, key: str | 
 
 @dataclass(frozen=True)
 class _ClientKey:
-    loop: int
     endpoint_url: str
     region: str
-    access_key: str
-    secret_digest: str
+    access_key: str = field(repr=False)
+    secret_digest: str = field(repr=False)
     addressing_style: str
     url_encoded_listing: bool
 
@@ -168,15 +169,32 @@ class _Shared:
         self.refs = 0
 
 
-_SHARED: dict[_ClientKey, _Shared] = {}
-_LOCKS: dict[int, asyncio.Lock] = {}
+# Clients (and their aiohttp sessions) belong to one event loop; keyed weakly by the loop so a
+# finished loop's entries disappear with it and are never handed to a new one.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, _Shared]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _loop_clients() -> dict[_ClientKey, _Shared]:
+    loop = asyncio.get_running_loop()
+    clients = _SHARED.get(loop)
+    if clients is None:
+        clients = _SHARED[loop] = {}
+    return clients
+
+
+def shared_client_count(endpoint_url: str | None = None) -> int:
+    """Open shared clients on the running loop (for ``endpoint_url`` when given)."""
+    return sum(1 for key in _loop_clients() if endpoint_url is None or key.endpoint_url == endpoint_url)
 
 
 async def close_shared_clients() -> None:
     """Close every shared client of the running event loop (for application shutdown)."""
-    loop = id(asyncio.get_running_loop())
-    for key in [k for k in _SHARED if k.loop == loop]:
-        shared = _SHARED.pop(key)
+    clients = _loop_clients()
+    while clients:
+        _, shared = clients.popitem()
         await shared.context.__aexit__(None, None, None)
 
 
@@ -192,7 +210,9 @@ _REPLACEMENT = "\ufffd".encode()
 
 def _sanitize_xml_body(response_dict: dict[str, Any], **_: Any) -> None:
     """Replace characters XML 1.0 forbids by U+FFFD before botocore parses a response, so the
-    call succeeds; the adapter never uses a key echoed in such a body."""
+    call succeeds. Keys the adapter reads back come URL-encoded and never contain them; only a
+    server sending raw keys where it should not gets such a key garbled instead of failing the
+    whole call (its quirk set declares that)."""
     body = response_dict.get("body")
     if not isinstance(body, bytes) or not body:
         return
@@ -299,13 +319,15 @@ class S3Store:
     async def _client(self) -> Any:
         if self._client_obj is not None:
             return self._client_obj
-        loop = id(asyncio.get_running_loop())
-        lock = _LOCKS.setdefault(loop, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        lock = _LOCKS.get(loop)
+        if lock is None:
+            lock = _LOCKS[loop] = asyncio.Lock()
         async with lock:
             if self._client_obj is not None:
                 return self._client_obj
+            clients = _loop_clients()
             key = _ClientKey(
-                loop=loop,
                 endpoint_url=self.endpoint_url,
                 region=self.region,
                 access_key=self._credentials.access_key,
@@ -313,7 +335,7 @@ class S3Store:
                 addressing_style=self.addressing_style,
                 url_encoded_listing=self.url_encoded_listing,
             )
-            shared = _SHARED.get(key)
+            shared = clients.get(key)
             if shared is None:
                 config = AioConfig(
                     signature_version="s3v4",
@@ -345,7 +367,7 @@ class S3Store:
                     for op in ("ListObjects", "ListObjectsV2"):
                         client.meta.events.unregister(f"before-parameter-build.s3.{op}",
                                                       set_list_objects_encoding_type_url)
-                shared = _SHARED[key] = _Shared(context, client)
+                shared = clients[key] = _Shared(context, client)
             shared.refs += 1
             self._key = key
             self._client_obj = shared.client
@@ -356,12 +378,13 @@ class S3Store:
         key, self._key, self._client_obj = self._key, None, None
         if key is None:
             return
-        shared = _SHARED.get(key)
+        clients = _loop_clients()
+        shared = clients.get(key)
         if shared is None:
             return
         shared.refs -= 1
         if shared.refs <= 0:
-            del _SHARED[key]
+            del clients[key]
             await shared.context.__aexit__(None, None, None)
 
     async def _call(self, operation: str, bucket: str, key: str | None,
