@@ -1,12 +1,16 @@
-"""The ASGI application: OMS v2 routes, error bodies, request ids, body limits, health."""
+"""The ASGI application: OMS v2 routes, error bodies, request ids and request logs, body
+limits, health and Prometheus metrics."""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -14,16 +18,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from omsync import __version__
+from omsync import __version__, metrics
 from omsync.api import errors
 from omsync.api.errors import OmsError, error_response
 from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.config import Settings
+from omsync.logs import request_id_var
 from omsync.services import Services
 from omsync.web import web_router
 
 log = logging.getLogger("omsync.api")
+access_log = logging.getLogger("omsync.access")
+
+# Probed every few seconds by orchestrators and scrapers: their request lines go to DEBUG.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 API_VERSION_UPDATED = "2020-04-01T12:00:00Z"
 
@@ -78,6 +87,28 @@ def _versions(request: Request) -> list[Version]:
                     updated=API_VERSION_UPDATED)]
 
 
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _log_request(request: Request, status: int, seconds: float) -> None:
+    """One line per request: method, path as sent (percent-encoded, without the query string:
+    nothing a client put in it is repeated), status, duration and request id; and its metrics,
+    labelled by the route template so that ids in paths do not multiply the series."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    metrics.http_request(request.method, template, status, seconds)
+    raw = request.scope.get("raw_path") or request.url.path.encode("utf-8", "surrogateescape")
+    # Percent-encode whatever is not printable ASCII, so a path cannot forge a log line.
+    path = quote(raw.split(b"?", 1)[0], safe="/%:@!$&'()*+,;=-._~")
+    level = logging.DEBUG if request.url.path in QUIET_PATHS else logging.INFO
+    access_log.log(level, "%s %s %d %.1f ms request_id=%s", request.method, path, status, seconds * 1000,
+                   request.state.request_id,
+                   extra={"method": request.method, "path": path, "status": status,
+                          "duration_ms": round(seconds * 1000, 3)})
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """Build the app. Without ``services`` the lifespan opens them from ``settings`` (migrating
     the database) and starts the in-process workers when ``settings.workers`` > 0."""
@@ -110,13 +141,19 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
         request.state.request_id = uuid.uuid4().hex
+        token = request_id_var.set(request.state.request_id)
         try:
-            response = await call_next(request)
-        except Exception:  # never leak a traceback to the client
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
-        response.headers["X-Request-Id"] = request.state.request_id
+            try:
+                response = await call_next(request)
+            except Exception:  # never leak a traceback to the client
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
+            response.headers["X-Request-Id"] = request.state.request_id
+            _log_request(request, response.status_code, time.perf_counter() - started)
+        finally:
+            request_id_var.reset(token)
         return response
 
     app.add_exception_handler(OmsError, errors.oms_error_handler)
@@ -137,6 +174,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         except Exception as exc:  # any database failure means not ready
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics of this process (see :mod:`omsync.metrics`). With
+        ``metrics_token`` set, only ``Authorization: Bearer <token>`` gets them (else 401)."""
+        if settings.metrics_token is not None and not _bearer_matches(request, settings.metrics_token.get_secret_value()):
+            return Response("metrics need a bearer token\n", status_code=401, media_type="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="omsync metrics"'})
+        await metrics.refresh_pending(request.app.state.services.db)
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(router)
     app.include_router(web_router)

@@ -1,6 +1,6 @@
 """Operator commands that talk to a running omsync over its HTTP API (signed requests).
 
-``omsync task create|list|show|start|stop|delete``, ``omsync events send``, ``omsync stats``,
+``omsync task create|list|show|start|stop|delete|limits``, ``omsync events send``, ``omsync stats``,
 ``omsync failed``, ``omsync retry``, ``omsync watch`` and ``omsync api`` (any endpoint).
 
 Connection settings, per field, come from the first of: the flags (``--endpoint``, ``--ak``,
@@ -344,7 +344,8 @@ def sparkline(values: Sequence[int], width: int = 60) -> str:
 
 # -- task ----------------------------------------------------------------------------------------------
 
-task_app = typer.Typer(help="Create, list, show, start, stop and delete sync tasks.", no_args_is_help=True)
+task_app = typer.Typer(help="Create, list, show, start, stop and delete sync tasks; show and set their limits.",
+                        no_args_is_help=True)
 
 TaskArg = Annotated[str, typer.Argument(metavar="TASK", help="The sync task id.", show_default=False)]
 SrcAk = Annotated[str | None, typer.Option("--src-ak", envvar="OMSYNC_SRC_AK", help="Source access key.",
@@ -570,6 +571,77 @@ def task_delete(
         ctx.emit({"sync_task_id": task_id, "deleted": True})
     else:
         ctx.out.print(Text(f"deleted sync task {task_id}"))
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+_BYTE_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]*?)(?:/s)?")
+
+
+def parse_byte_rate(value: str) -> int:
+    """Bytes per second from ``1048576``, ``512K``, ``10M``, ``1.5GiB`` or ``10MiB/s`` (binary
+    units: K = KiB = 1024). Raises :class:`ConfigError`."""
+    match = _BYTE_RATE.fullmatch(value.strip().lower())
+    if match is None or match.group(2) not in _BYTE_UNITS:
+        raise ConfigError(f"cannot read byte rate {value!r}: use bytes per second, or K, M, G (binary units)")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
+
+
+def _limit_text(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "unlimited"
+    if unit == "B/s":
+        return f"{fmt_size(int(value))}/s"
+    return f"{value:g}{unit}"
+
+
+@task_app.command("limits")
+@_api_command
+def task_limits(
+    task_id: TaskArg,
+    *,
+    ctx: Ctx,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=0, help="Copies of the task in flight at once, across all workers; 0 lifts the limit.",
+        show_default=False)] = None,
+    objects_per_second: Annotated[float | None, typer.Option(
+        "--objects-per-second", min=0, help="Keys started per second in each worker process; 0 lifts the limit.",
+        show_default=False)] = None,
+    bytes_per_second: Annotated[str | None, typer.Option(
+        "--bytes-per-second", help="Bytes per second in each worker process (e.g. 10M = 10 MiB/s); 0 lifts the limit.",
+        show_default=False)] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Lift every limit (then apply the options given).")] = False,
+) -> None:
+    """Show or change a task's limits; without options, show them. Options change only the
+    limits named (the others are kept unless --clear). Running workers apply changes within
+    about a second."""
+    client = ctx.client()
+    changing = clear or concurrency is not None or objects_per_second is not None or bytes_per_second is not None
+    if changing:
+        current = client.get_limits(task_id)
+        wanted: dict[str, Any] = {} if clear else {
+            "max_concurrency": current.max_concurrency,
+            "max_objects_per_second": current.max_objects_per_second,
+            "max_bytes_per_second": current.max_bytes_per_second,
+        }
+        if concurrency is not None:
+            wanted["max_concurrency"] = concurrency or None
+        if objects_per_second is not None:
+            wanted["max_objects_per_second"] = objects_per_second or None
+        if bytes_per_second is not None:
+            wanted["max_bytes_per_second"] = parse_byte_rate(bytes_per_second) or None
+        limits = client.set_limits(task_id, **wanted)
+    else:
+        limits = client.get_limits(task_id)
+    if ctx.as_json:
+        ctx.emit(limits.model_dump(mode="json"))
+        return
+    ctx.out.print(_kv_table([
+        ("max concurrency", _limit_text(limits.max_concurrency) + (" (all workers)" if limits.max_concurrency else "")),
+        ("objects per second", _limit_text(limits.max_objects_per_second)
+         + (" (per worker process)" if limits.max_objects_per_second else "")),
+        ("bytes per second", _limit_text(limits.max_bytes_per_second, "B/s")
+         + (" (per worker process)" if limits.max_bytes_per_second else "")),
+    ], title=f"limits of sync task {task_id}" + (" (updated)" if changing else "")))
 
 
 # -- events --------------------------------------------------------------------------------------------

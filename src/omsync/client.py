@@ -35,6 +35,7 @@ from omsync.api.schemas import (
     ListSyncTaskStatisticResponse,
     ShowSyncTaskResponse,
     SyncTaskInfo,
+    TaskLimitsResponse,
 )
 from omsync.api.signing import ALGORITHM, DATE_FORMAT, canonical_request, compute_signature, string_to_sign
 from omsync.domain.keys import encode_key_for_event
@@ -446,3 +447,27 @@ class OmsyncClient:
         body = {} if keys is None else {"object_keys": list(keys)}
         answer = self.request("POST", self._task_path(task_id, "/failed-objects/retry"), json_body=body)
         return int(answer["retried"])
+
+    def get_limits(self, task_id: str) -> TaskLimitsResponse:
+        """The task's limits (``None`` fields are unlimited)."""
+        return TaskLimitsResponse.model_validate(self.request("GET", self._task_path(task_id, "/limits")))
+
+    def set_limits(
+        self,
+        task_id: str,
+        *,
+        max_concurrency: int | None = None,
+        max_objects_per_second: float | None = None,
+        max_bytes_per_second: int | None = None,
+    ) -> TaskLimitsResponse:
+        """Replace the task's limits; each ``None`` is unlimited. ``max_concurrency`` counts
+        copies in flight across all workers, the two rates apply in each worker process.
+        Returns the limits now in force."""
+        body = {
+            "max_concurrency": max_concurrency,
+            "max_objects_per_second": max_objects_per_second,
+            "max_bytes_per_second": max_bytes_per_second,
+        }
+        return TaskLimitsResponse.model_validate(
+            self.request("PUT", self._task_path(task_id, "/limits"), json_body=body)
+        )

@@ -57,8 +57,13 @@ class Settings(BaseSettings):
         description="Operator password for the web dashboard (/ui); unset: only project access keys log in.",
     )
 
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token GET /metrics requires (Authorization: Bearer <token>); unset: /metrics is open like /healthz.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool = False
+    log_json: bool = Field(default=False, description="One JSON object per log line instead of plain text.")
 
     @field_validator("endpoints")
     @classmethod

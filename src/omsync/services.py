@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from omsync import metrics
 from omsync.config import Settings
 from omsync.db import Database
 from omsync.ledger.migrate import upgrade
@@ -46,6 +48,15 @@ class Services:
             tasks=TaskRepository(db, box, max_tasks_per_project=settings.max_tasks_per_project),
             keys=KeyRepository(db, box),
         )
+
+    async def redrive(self, task_id: str, keys: Sequence[str] | None = None) -> int:
+        """Re-drive a task's failed keys (all, or those named): counted, then workers woken.
+        Raises ``TaskNotFound``. Returns how many keys were re-driven."""
+        count = await self.ledger.retry_failed(task_id, keys)
+        metrics.keys_redriven(task_id, count)
+        if count:
+            self.work_arrived()
+        return count
 
     def work_arrived(self) -> None:
         """Wake in-process workers after events were committed."""

@@ -1,4 +1,5 @@
-"""The OMS v2 sync-task operations (spec §2–§3) plus omsync's re-drive extension.
+"""The OMS v2 sync-task operations (spec §2–§3) plus omsync's extensions: failed keys and their
+re-drive, per-task limits.
 
 Every handler authenticates first, then validates: an unauthenticated caller learns nothing
 about the request it sent.
@@ -13,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
+from omsync import metrics
 from omsync.api import errors
 from omsync.api.auth import authorize_project
 from omsync.api.errors import OmsError, invalid, not_found
@@ -31,9 +33,11 @@ from omsync.api.schemas import (
     StatisticTypeData,
     SyncObjectReq,
     SyncTaskInfo,
+    TaskLimitsReq,
+    TaskLimitsResponse,
 )
 from omsync.domain.keys import KeyDecodeError, decode_event_key
-from omsync.domain.model import CloudType, ConsistencyCheck
+from omsync.domain.model import CloudType, ConsistencyCheck, TaskLimits
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
 from omsync.ledger.queue import BacklogFull, TaskNotFound
 from omsync.ledger.tasks import TaskBusy, TaskLimitReached, dump_json
@@ -244,6 +248,7 @@ async def delete_sync_task(project_id: ProjectId, services: ServicesDep, sync_ta
         raise not_found(sync_task_id) from exc
     except TaskBusy as exc:
         raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+    metrics.forget_task(sync_task_id)
     return Response(status_code=200)
 
 
@@ -337,10 +342,12 @@ async def create_sync_events(
     except TaskNotFound as exc:
         raise not_found(sync_task_id) from exc
     except BacklogFull as exc:
+        metrics.throttled(sync_task_id, "backlog")
         raise OmsError(
             503, errors.BACKLOG_FULL, f"The task has {exc.pending} keys pending; retry later.",
             headers={"Retry-After": str(exc.retry_after)},
         ) from exc
+    metrics.event_accepted(sync_task_id, len(keys))
     services.work_arrived()
     return Response(status_code=200)
 
@@ -374,11 +381,53 @@ async def retry_failed_objects(
     body = await parse_body(request, RetryFailedReq, allow_empty=True)
     await _task(services, project_id, sync_task_id)
     try:
-        count = await services.ledger.retry_failed(sync_task_id, body.object_keys)
+        count = await services.redrive(sync_task_id, body.object_keys)
     except TaskNotFound as exc:
         raise not_found(sync_task_id) from exc
-    services.work_arrived()
     return {"retried": count}
+
+
+# -- omsync extension: per-task limits -------------------------------------------------------
+
+
+def _limits_body(task_id: str, limits: TaskLimits) -> dict[str, Any]:
+    return {
+        "sync_task_id": task_id,
+        "max_concurrency": limits.max_concurrency,
+        "max_objects_per_second": limits.max_objects_per_second,
+        "max_bytes_per_second": limits.max_bytes_per_second,
+    }
+
+
+@router.get("/{sync_task_id}/limits", response_model=TaskLimitsResponse)
+async def show_task_limits(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
+    """The task's limits; null is unlimited."""
+    try:
+        limits = await services.tasks.limits(project_id, sync_task_id)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    return _limits_body(sync_task_id, limits)
+
+
+@router.put("/{sync_task_id}/limits", response_model=TaskLimitsResponse, openapi_extra=_body_schema(TaskLimitsReq))
+async def update_task_limits(
+    request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
+) -> dict[str, Any]:
+    """Replace the task's limits (an omitted or null field is unlimited); running workers apply
+    them within about a second. ``max_concurrency`` counts the task's copies in flight across
+    all workers; the objects/s and bytes/s limits apply in each worker process."""
+    body = await parse_body(request, TaskLimitsReq)
+    limits = TaskLimits(
+        max_concurrency=body.max_concurrency,
+        max_objects_per_second=body.max_objects_per_second,
+        max_bytes_per_second=body.max_bytes_per_second,
+    )
+    try:
+        await services.tasks.set_limits(project_id, sync_task_id, limits)
+    except TaskNotFound as exc:
+        raise not_found(sync_task_id) from exc
+    services.work_arrived()  # a raised or lifted limit may free work at once
+    return _limits_body(sync_task_id, limits)
 
 
 __all__ = ["SyncTaskInfo", "router"]

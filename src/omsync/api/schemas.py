@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from omsync.domain.model import CloudType, ConsistencyCheck, OverwriteMode, StoragePolicy
 
@@ -161,3 +161,21 @@ class ListFailedObjectsResponse(BaseModel):
 
 class RetryFailedResponse(BaseModel):
     retried: int
+
+
+class TaskLimitsReq(BaseModel):
+    """The complete set of a task's limits (omsync extension); an omitted or null field is
+    unlimited. Unknown fields are refused, so that a misspelt limit cannot silently lift one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrency: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
+    max_objects_per_second: Annotated[float, Field(gt=0, le=1_000_000, strict=True, allow_inf_nan=False)] | None = None
+    max_bytes_per_second: Annotated[StrictInt, Field(ge=1024, le=10**15)] | None = None
+
+
+class TaskLimitsResponse(BaseModel):
+    sync_task_id: str
+    max_concurrency: int | None
+    max_objects_per_second: float | None
+    max_bytes_per_second: int | None

@@ -103,3 +103,24 @@ class Outcome:
     reason: str | None = None
     message: str | None = None
     size: int = 0
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    """Per-task throttles, adjustable while the task runs; ``None`` means unlimited.
+
+    ``max_concurrency`` bounds the task's copies in flight at once across every worker process
+    (enforced where keys are claimed, by counting the task's live leases).
+    ``max_objects_per_second`` (keys started per second, every attempt counted) and
+    ``max_bytes_per_second`` (bytes moved per second) are token buckets in each worker process:
+    with N worker processes the task may reach up to N times these rates.
+    """
+
+    max_concurrency: int | None = None
+    max_objects_per_second: float | None = None
+    max_bytes_per_second: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return (self.max_concurrency is None and self.max_objects_per_second is None
+                and self.max_bytes_per_second is None)

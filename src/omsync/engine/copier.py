@@ -54,6 +54,17 @@ class UploadTracker(Protocol):
         """The upload was completed or aborted."""
 
 
+class Bandwidth(Protocol):
+    """A byte budget the copy draws on (a task's bytes/s limit, see :mod:`omsync.engine.throttle`)."""
+
+    def chunk_size(self, preferred: int) -> int:
+        """The read size to use instead of ``preferred``: small enough that a paced stream is
+        never left unread for long (a source may drop an idle connection)."""
+
+    async def take(self, amount: int) -> None:
+        """Wait until ``amount`` more bytes may be moved."""
+
+
 @dataclass(frozen=True)
 class CopyLimits:
     """Sizes that shape a copy.
@@ -166,13 +177,16 @@ class Copier:
     # -- public ---------------------------------------------------------------------------------
 
     async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore,
-                   *, uploads: UploadTracker | None = None) -> Outcome:
+                   *, uploads: UploadTracker | None = None, bandwidth: Bandwidth | None = None) -> Outcome:
         """Copy ``key`` from ``spec.src_bucket`` in ``source`` to ``spec.dst_bucket`` in
         ``destination``.
 
         ``uploads`` is told about every multipart upload this copy starts (before any part is
         sent) and ends (completed or aborted), so that one orphaned by a crash can be aborted
         later by whoever copies the key next.
+
+        ``bandwidth`` paces the bytes: a streamed copy draws each chunk it reads from it before
+        passing the chunk on, a server-side copy draws the object's size before asking for it.
 
         Returns SUCCESS (``size`` = bytes copied, ``message`` = how it was copied and verified)
         or SKIP (``reason`` from the overwrite decision, e.g. ``not_modified``, ``exists``,
@@ -196,7 +210,7 @@ class Copier:
             return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
 
         options = self._options(spec, src, destination)
-        written = await self._write(spec, key, src, source, destination, options, same_store, uploads)
+        written = await self._write(spec, key, src, source, destination, options, same_store, uploads, bandwidth)
         note = await self._verify(spec, key, src, destination, written)
         message = f"{decision.reason}; {written.how}; {note}"
         if decision.note:
@@ -241,15 +255,19 @@ class Copier:
 
     async def _write(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                      destination: ObjectStore, options: PutOptions, same_store: bool,
-                     uploads: UploadTracker | None) -> _Written:
+                     uploads: UploadTracker | None, bandwidth: Bandwidth | None) -> _Written:
         caps = destination.capabilities
         large = src.size > self.limits.multipart_threshold
         multipart_key = caps.key_problem(key, multipart=True) is None
         if same_store and caps.server_side_copy:
             if large and caps.multipart and caps.part_copy and multipart_key:
+                if bandwidth is not None:
+                    await bandwidth.take(src.size)
                 info = await self._multipart_server_copy(spec, key, src, destination, options, uploads)
                 return _Written(info, None, None, "server-side multipart copy")
             if src.size <= caps.max_server_copy:
+                if bandwidth is not None:
+                    await bandwidth.take(src.size)
                 info = await _on(Side.SOURCE, destination.server_copy(
                     spec.src_bucket, key, spec.dst_bucket, key, options))
                 return _Written(info, None, None, "server-side copy")
@@ -261,14 +279,14 @@ class Copier:
                 raise CopyError(Side.DESTINATION, StoreError(
                     ErrorKind.UNSUPPORTED, f"destination cannot hold this key in a multipart upload, "
                     f"needed for {src.size} bytes: {problem}", retryable=False, code="unsupported_key"))
-            return await self._multipart_stream(spec, key, src, source, destination, options, uploads)
+            return await self._multipart_stream(spec, key, src, source, destination, options, uploads, bandwidth)
         if large or src.size > caps.max_single_put:
             # Without multipart the whole object would have to sit in memory for one PUT.
             raise CopyError(Side.DESTINATION, StoreError(
                 ErrorKind.UNSUPPORTED,
                 f"object of {src.size} bytes is above the multipart threshold and the destination "
                 "offers no multipart upload", retryable=False, code="object_too_large"))
-        return await self._single_stream(spec, key, src, source, destination, options)
+        return await self._single_stream(spec, key, src, source, destination, options, bandwidth)
 
     def _part_size(self, size: int, destination: ObjectStore) -> int:
         caps = destination.capabilities
@@ -283,8 +301,12 @@ class Copier:
             return caps.exact_part_size
         return max(self.limits.part_size, caps.min_part_size, by_count)
 
-    async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int) -> AsyncGenerator[bytes]:
-        """The source's bytes, with its StoreErrors tagged as source errors."""
+    async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int,
+                    bandwidth: Bandwidth | None = None) -> AsyncGenerator[bytes]:
+        """The source's bytes, with its StoreErrors tagged as source errors, each chunk paced by
+        ``bandwidth``."""
+        if bandwidth is not None:
+            chunk = bandwidth.chunk_size(chunk)
         stream = source.get(bucket, key, chunk_size=chunk)
         try:
             while True:
@@ -294,6 +316,8 @@ class Copier:
                     return
                 except StoreError as exc:
                     raise CopyError(Side.SOURCE, exc) from exc
+                if bandwidth is not None:
+                    await bandwidth.take(len(data))
                 yield data
         finally:
             aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
@@ -309,11 +333,12 @@ class Copier:
             code="source_changed"))
 
     async def _single_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
-                             destination: ObjectStore, options: PutOptions) -> _Written:
+                             destination: ObjectStore, options: PutOptions,
+                             bandwidth: Bandwidth | None = None) -> _Written:
         buffer = bytearray()
         crc = Crc64()
         chunk = min(self.limits.read_chunk, max(1, src.size))
-        reader = self._read(source, spec.src_bucket, key, chunk)
+        reader = self._read(source, spec.src_bucket, key, chunk, bandwidth)
         try:
             async for data in reader:
                 buffer += data
@@ -334,7 +359,7 @@ class Copier:
 
     async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                                 destination: ObjectStore, options: PutOptions,
-                                uploads: UploadTracker | None) -> _Written:
+                                uploads: UploadTracker | None, bandwidth: Bandwidth | None = None) -> _Written:
         part_size = self._part_size(src.size, destination)
         bucket = spec.dst_bucket
         crc = Crc64()
@@ -355,7 +380,8 @@ class Copier:
         async with self._upload(destination, bucket, key, options, uploads) as upload_id:
             try:
                 async with asyncio.TaskGroup() as group:
-                    reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size))
+                    reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size),
+                                        bandwidth)
                     try:
                         await permits.acquire()
                         buffer = bytearray()

@@ -5,7 +5,9 @@ provider profiles and the ``endpoints`` setting into an :class:`~omsync.stores.s
 ``Local`` is one :class:`~omsync.stores.fs.FsStore` over ``fs_roots``. Sides with the same
 endpoint, signing region, dialect and credentials get the *same* store object, which is how the
 copier recognises that a server-side copy is possible; S3 stores with the same endpoint and
-credentials also share one aiobotocore client and its connection pool.
+credentials also share one aiobotocore client and its connection pool. Every store is wrapped
+in an :class:`~omsync.stores.instrumented.InstrumentedStore` (labelled with the cloud type), so
+each request is timed for the metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from omsync.config import Settings
 from omsync.domain.model import CloudType, Credentials, TaskSpec
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 from omsync.stores.fs import FsStore
+from omsync.stores.instrumented import InstrumentedStore
 from omsync.stores.profiles import EndpointError, get_profile, resolve_endpoint
 
 log = logging.getLogger("omsync.engine.factory")
@@ -52,7 +55,7 @@ class StoreFactory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stores: dict[_StoreKey, ObjectStore] = {}
-        self._fs: FsStore | None = None
+        self._fs: ObjectStore | None = None
 
     async def source(self, spec: TaskSpec) -> ObjectStore:
         """The source side's store. Raises ``StoreError(INVALID, code="invalid_endpoint")`` when
@@ -67,7 +70,7 @@ class StoreFactory:
         """The shared store for one side; see the module docstring for what makes two sides share."""
         if cloud_type is CloudType.LOCAL:
             if self._fs is None:
-                self._fs = FsStore(self.settings.fs_roots)
+                self._fs = InstrumentedStore(FsStore(self.settings.fs_roots), cloud_type.value)
             return self._fs
         try:
             resolved = resolve_endpoint(cloud_type.value, region, self.settings.endpoints, side=side or None)
@@ -81,8 +84,10 @@ class StoreFactory:
             from omsync.stores.s3 import S3Store  # aiobotocore only where S3 is used
 
             pool = max(32, min(512, self.settings.workers * (self.settings.part_concurrency + 1)))
-            store = S3Store.for_endpoint(resolved, credentials, max_pool_connections=pool,
-                                         timeout=self.settings.store_timeout_seconds)
+            store = InstrumentedStore(
+                S3Store.for_endpoint(resolved, credentials, max_pool_connections=pool,
+                                     timeout=self.settings.store_timeout_seconds),
+                cloud_type.value)
             self._stores[key] = store
         return store
 

@@ -3,10 +3,15 @@
 One claimer loop leases due keys (``Ledger.claim``) for free copy slots: at once when
 :meth:`Engine.notify` says events were committed in this process, when a slot frees up while
 there is a backlog, and otherwise every ``poll_interval_seconds`` for work written by other
-processes. Each claim runs in its own task: spec (cached briefly per task) → stores → abort the
-multipart uploads a dead earlier owner of the key left open (``Claim.orphan_uploads``) → copy,
-recording its own multipart uploads in the ledger while they are open → ``Ledger.finish`` or
-``Ledger.retry_later`` as the retry policy says. Another loop renews the
+processes. Claims are fair across tasks and respect each task's ``max_concurrency`` (see
+``Ledger.claim``); a task's objects/s and bytes/s limits are token buckets of this process
+(:mod:`omsync.engine.throttle`, re-read every ``LIMITS_REFRESH_SECONDS``), and the claimer takes
+no more keys of a rate-limited task than its buckets will soon let start, so that waiting keys
+do not fill the slots other tasks could use. Each claim runs in its own task: spec (cached
+briefly per task) → the task's objects/s bucket → stores → abort the multipart uploads a dead
+earlier owner of the key left open (``Claim.orphan_uploads``) → copy (paced by the task's
+bytes/s bucket), recording its own multipart uploads in the ledger while they are open →
+``Ledger.finish`` or ``Ledger.retry_later`` as the retry policy says. Another loop renews the
 leases of in-flight keys every third of ``lease_seconds``. Nothing a single key does can stop
 the loops: unexpected exceptions are logged and retried as ``internal_error``; a failure of the
 bookkeeping itself leaves the lease to expire, so another worker takes the key over.
@@ -24,6 +29,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from omsync import metrics
 from omsync.config import Settings
 from omsync.db import Database
 from omsync.domain.model import Outcome, OutcomeKind, TaskSpec
@@ -32,16 +38,19 @@ from omsync.engine.factory import addressed
 from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
+from omsync.engine.throttle import Throttles
 from omsync.ledger.queue import Claim, Ledger, TaskNotFound
 from omsync.ledger.tasks import TaskRepository
-from omsync.stores.base import ObjectStore, StoreError
+from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 
 log = logging.getLogger("omsync.engine")
 
 _T = TypeVar("_T")
 
 SPEC_TTL_SECONDS = 5.0
+LIMITS_REFRESH_SECONDS = 1.0  # how soon a changed task limit reaches running workers
 FINAL_LIST_FLUSH_SECONDS = 10.0
+RATE_LIMIT_WAIT_SECONDS = 0.001  # an objects/s wait at least this long counts as a throttle event
 
 
 def new_owner_id() -> str:
@@ -113,6 +122,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Claim] = {}
         self._specs: dict[str, tuple[float, TaskSpec]] = {}
+        self.throttles = Throttles()
+        self._limited: set[str] = set()  # tasks with any limit: a claim may have held keys back
+        self._limits_due = 0.0
         self._backlog = False
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -129,6 +141,13 @@ class Engine:
         """Keys being copied right now."""
         return len(self._inflight)
 
+    def slot_usage(self) -> tuple[int, dict[str, int]]:
+        """(copy slots, keys being copied per task id), read by the metrics at scrape time."""
+        per_task: dict[str, int] = {}
+        for claim in list(self._inflight.values()):
+            per_task[claim.task_id] = per_task.get(claim.task_id, 0) + 1
+        return self.settings.workers, per_task
+
     async def start(self) -> None:
         """Start claiming and copying (nothing when ``settings.workers`` is 0). Idempotent."""
         if self._claimer is not None or self.settings.workers <= 0:
@@ -139,6 +158,7 @@ class Engine:
         if self.lists is not None:
             self._loops.append(asyncio.create_task(
                 self.lists.run(self.settings.object_list_interval_seconds), name="omsync-object-lists"))
+        metrics.track_engine(self)
 
     def notify(self) -> None:
         """Wake the claimer now: new events were committed (cheap; safe to call often)."""
@@ -172,6 +192,7 @@ class Engine:
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         self._claimer = None
+        metrics.untrack_engine(self)
         if self.lists is not None:
             try:
                 await asyncio.wait_for(self.lists.flush(), FINAL_LIST_FLUSH_SECONDS)
@@ -188,7 +209,9 @@ class Engine:
             free = self.settings.workers - len(self._inflight)
             if free > 0:
                 try:
-                    claims = await self.ledger.claim(self.owner, free, lease)
+                    await self._refresh_limits()
+                    claims = await self.ledger.claim(self.owner, free, lease,
+                                                     caps=self.throttles.caps(max(poll, 0.25)))
                     wait = poll
                 except Exception:
                     # The database is unreachable or failing: back off instead of spinning.
@@ -212,6 +235,19 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
+
+    async def _refresh_limits(self) -> None:
+        """Re-read the running tasks' rate limits when the last read is over a second old."""
+        now = time.monotonic()
+        if now < self._limits_due:
+            return
+        self._limits_due = now + LIMITS_REFRESH_SECONDS
+        try:
+            limits = await self.tasks.running_limits()
+            self.throttles.update(limits)
+            self._limited = set(limits)
+        except Exception:
+            log.exception("reading the tasks' limits failed; keeping the last ones read")
 
     async def _release_quietly(self, claims: list[Claim]) -> None:
         try:
@@ -248,7 +284,9 @@ class Engine:
                           claim.key, claim.task_id)
         finally:
             self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            if self._backlog and not self._stopping:
+            # A limited task's keys may have been held back by the last claim: claim again now
+            # rather than at the next poll, or the limit would cost throughput.
+            if (self._backlog or claim.task_id in self._limited) and not self._stopping:
                 self._wake.set()
 
     async def _spec(self, task_id: str) -> TaskSpec | None:
@@ -271,12 +309,20 @@ class Engine:
             spec = await self._spec(claim.task_id)
             if spec is None:
                 return  # the task was deleted, and its ledger rows with it
+            throttle = self.throttles.get(claim.task_id)
+            if throttle is not None:
+                admitting = time.monotonic()
+                await throttle.admit()
+                if time.monotonic() - admitting >= RATE_LIMIT_WAIT_SECONDS:
+                    metrics.throttled(claim.task_id, "rate_limit")
             source = await self.stores.source(spec)
             destination = await self.stores.destination(spec)
             await self._abort_orphans(claim, destination)
             outcome = await self.copier.copy(spec, claim.key, source, destination,
-                                             uploads=_LedgerUploads(self.ledger, claim))
+                                             uploads=_LedgerUploads(self.ledger, claim), bandwidth=throttle)
         except StoreError as exc:
+            if exc.kind is ErrorKind.THROTTLED:
+                metrics.throttled(claim.task_id, "store")
             verdict = self.retry.decide(exc, claim.attempts)
         except asyncio.CancelledError:
             raise
@@ -304,6 +350,7 @@ class Engine:
             kept = await _complete(self.ledger.retry_later(
                 self.owner, claim, verdict.delay, verdict.reason, verdict.message))
             if kept:
+                metrics.retry(claim.task_id, verdict.reason)
                 log.info("retrying key %r of task %s in %.1f s (attempt %d failed: %s)",
                          claim.key, claim.task_id, verdict.delay, claim.attempts + 1, verdict.message)
             else:
@@ -315,6 +362,16 @@ class Engine:
         if not result.recorded:
             log.info("lease of key %r of task %s was lost; its %s outcome is not recorded",
                      claim.key, claim.task_id, outcome.kind.value)
-        elif outcome.kind is OutcomeKind.FAILURE:
-            log.warning("key %r of task %s failed: %s: %s", claim.key, claim.task_id,
-                        outcome.reason, outcome.message)
+            return
+        # The same counts the ledger just committed to the task's statistics.
+        metrics.coalesced(claim.task_id, result.coalesced)
+        if not result.final:
+            return
+        metrics.outcome(claim.task_id, outcome.kind.value, outcome.reason, outcome.size,
+                        max(0.0, time.time() - claim.pending_since / 1000))
+        if outcome.kind is OutcomeKind.FAILURE:
+            # The one log line per failed key (its reason also goes to the failed-object list).
+            log.warning("key %r of task %s failed after %d attempts: %s: %s", claim.key, claim.task_id,
+                        claim.attempts + 1, outcome.reason, outcome.message,
+                        extra={"task_id": claim.task_id, "key": claim.key, "reason": outcome.reason,
+                               "attempts": claim.attempts + 1})

@@ -9,19 +9,20 @@ count as SKIP with reason ``coalesced``.
 Lock order, to stay free of deadlocks on PostgreSQL: the task row first, then ledger rows. A
 transaction that may wait for several ledger rows holds the lock of their task(s) first (accept,
 finish, retry_failed take it ``FOR NO KEY UPDATE``; renew and release ``FOR SHARE``, which
-conflicts with that but not with itself); claim never waits (``SKIP LOCKED``) and retry_later locks
-one row. Neither lock blocks the foreign-key checks of inserts referencing the task.
+conflicts with that but not with itself); claim never waits (``SKIP LOCKED`` on ledger rows, and
+only *try*-advisory locks for tasks with a concurrency cap) and retry_later locks one row. Neither
+lock blocks the foreign-key checks of inserts referencing the task.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,10 +34,14 @@ from omsync.ledger.tables import ledger, open_uploads, outcome_log, stat_buckets
 PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
 COALESCED = "coalesced"
 
-# The predicate of the partial index ``ix_ledger_due`` with its values inline in the SQL: neither
-# SQLite nor a generic PostgreSQL plan can match the index against bound parameters, and without
-# it every claim would scan the whole ledger, settled rows included.
+# The predicate of the partial index ``ix_ledger_task_due`` with its values inline in the SQL:
+# neither SQLite nor a generic PostgreSQL plan can match the index against bound parameters, and
+# without it every claim would scan the task's whole ledger, settled rows included.
 OPEN_STATES = ledger.c.state.in_([literal(PENDING, literal_execute=True), literal(INFLIGHT, literal_execute=True)])
+
+# First key of the PostgreSQL advisory locks that serialise claims of a task with a concurrency
+# cap (the second is the hash of the task id); any constant no other user of the database takes.
+ADVISORY_CLAIM_CLASS = 0x6F6D73  # "oms"
 
 
 def now_ms() -> int:
@@ -103,6 +108,7 @@ class Ledger:
     def __init__(self, db: Database, *, max_pending_per_task: int = 5_000_000) -> None:
         self.db = db
         self.max_pending_per_task = max_pending_per_task
+        self._turn = 0  # rotates which task a claim serves first
 
     async def _lock_task(self, conn: AsyncConnection, task_id: str) -> Any:
         query = select(sync_tasks.c.id, sync_tasks.c.status, sync_tasks.c.pending_keys).where(
@@ -210,36 +216,71 @@ class Ledger:
 
     # -- claim ----------------------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, *, caps: Mapping[str, int] | None = None
+    ) -> list[Claim]:
         """Lease up to ``limit`` due keys of running tasks: pending ones whose time has come and
-        in-flight ones whose lease expired (their worker died)."""
+        in-flight ones whose lease expired (their worker died).
+
+        Fair across tasks: the running tasks with due keys share ``limit`` round-robin (an equal
+        share each, the first task of the rotation changing from call to call, shares a task
+        cannot use going to the others), so a task with a huge backlog cannot starve another
+        task's fresh events. Within a task, keys go in due order. ``caps`` bounds how many keys
+        of a task this call may take (0 skips the task: the caller is throttling it). A task's
+        ``max_concurrency`` bounds its live leases across all claimers.
+        """
+        if limit <= 0:
+            return []
         at = now_ms()
-        due = (
-            select(ledger.c.id)
-            .join(sync_tasks, sync_tasks.c.id == ledger.c.task_id)
-            .where(OPEN_STATES, ledger.c.due_at <= at, sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value)
-            .order_by(ledger.c.due_at)
-            .limit(limit)
-        )
-        if self.db.is_postgres:
-            # Rows another claimer is locking are skipped, never waited for. The pick is a
-            # MATERIALIZED CTE so it runs exactly once: as an IN (subquery) the planner may
-            # re-run it, and a re-run that skips different rows would update rows never locked.
-            picked = due.with_for_update(of=ledger, skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-            target = update(ledger).where(ledger.c.id == picked.c.id)
-        else:
-            # BEGIN IMMEDIATE already makes this the only writer of the database.
-            target = update(ledger).where(ledger.c.id.in_(due.scalar_subquery()))
-        stmt = (
-            target
-            .values(state=INFLIGHT, lease_owner=owner, due_at=at + int(lease_seconds * 1000), updated_at=at)
-            .returning(
-                ledger.c.id, ledger.c.task_id, ledger.c.key, ledger.c.generation,
-                ledger.c.attempts, ledger.c.pending_since,
-            )
-        )
+        lease_ms = int(lease_seconds * 1000)
         async with self.db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
+            # The tasks table is small and each EXISTS is one probe of ix_ledger_task_due.
+            candidates = (await conn.execute(
+                select(sync_tasks.c.id, sync_tasks.c.max_concurrency)
+                .where(
+                    sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
+                    sync_tasks.c.pending_keys > 0,
+                    exists().where(ledger.c.task_id == sync_tasks.c.id, OPEN_STATES, ledger.c.due_at <= at),
+                )
+                .order_by(sync_tasks.c.id)
+            )).all()
+            order = [c for c in candidates if not caps or caps.get(c.id, 1) > 0]
+            if not order:
+                return []
+            start = self._turn % len(order)
+            self._turn += 1
+            order = order[start:] + order[:start]
+            concurrency = {t.id: t.max_concurrency for t in order}
+            room: dict[str, int | None] = {}  # keys a task may still take in this call; None: any
+            rows: list[Any] = []
+            # Rounds of equal shares: a task that takes less than its share (nothing more due,
+            # rows locked by another claimer, at its cap) drops out and the rest share what is left.
+            queue = [t.id for t in order]
+            left = limit
+            while left > 0 and queue:
+                base, extra = divmod(left, len(queue))
+                untried: list[str] = []
+                full: list[str] = []
+                for index, task_id in enumerate(queue):
+                    want = base + (1 if index < extra else 0)
+                    if want == 0:
+                        untried.append(task_id)
+                        continue
+                    if task_id not in room:
+                        room[task_id] = await self._room(conn, task_id, caps, concurrency[task_id], at)
+                    cap = room[task_id]
+                    if cap is not None:
+                        want = min(want, cap)
+                    if want == 0:
+                        continue
+                    got = await self._claim_task(conn, task_id, owner, want, at, lease_ms)
+                    rows.extend(got)
+                    left -= len(got)
+                    if cap is not None:
+                        room[task_id] = cap - len(got)
+                    if len(got) == want and room[task_id] != 0:
+                        full.append(task_id)
+                queue = untried + full
         orphans: dict[tuple[str, bytes], list[OpenUpload]] = {}
         if rows:
             async with self.db.read() as conn:
@@ -259,6 +300,71 @@ class Ledger:
             )
             for r in rows
         ]
+
+    async def _room(
+        self, conn: AsyncConnection, task_id: str, caps: Mapping[str, int] | None, max_concurrency: int | None,
+        at: int,
+    ) -> int | None:
+        """How many keys of the task one claim may take: the caller's cap and the room under the
+        task's concurrency cap, whichever is smaller; None when neither bounds it."""
+        cap = caps.get(task_id) if caps else None
+        if max_concurrency is not None:
+            free = await self._free_concurrency(conn, task_id, max_concurrency, at)
+            cap = free if cap is None else min(cap, free)
+        return cap
+
+    async def _free_concurrency(self, conn: AsyncConnection, task_id: str, maximum: int, at: int) -> int:
+        """How many more keys of the task may be leased under its ``max_concurrency``: the
+        maximum minus its live leases (expired ones belong to dead workers and are due again).
+
+        On PostgreSQL claimers of one capped task take turns on a transaction-scoped advisory
+        lock, so that two of them cannot both count the same free room; one that does not get
+        it at once skips the task this time (a claim never waits)."""
+        if self.db.is_postgres:
+            got = await conn.scalar(
+                select(func.pg_try_advisory_xact_lock(ADVISORY_CLAIM_CLASS, func.hashtext(task_id)))
+            )
+            if not got:
+                return 0
+        leased = await conn.scalar(
+            select(func.count()).select_from(ledger).where(
+                ledger.c.task_id == task_id, ledger.c.state == INFLIGHT, ledger.c.due_at > at
+            )
+        )
+        return max(0, maximum - int(leased or 0))
+
+    async def _claim_task(
+        self, conn: AsyncConnection, task_id: str, owner: str, limit: int, at: int, lease_ms: int
+    ) -> Sequence[Any]:
+        """Lease up to ``limit`` due keys of one task, oldest due first."""
+        due = (
+            select(ledger.c.id)
+            .join(sync_tasks, sync_tasks.c.id == ledger.c.task_id)
+            .where(
+                ledger.c.task_id == task_id, OPEN_STATES, ledger.c.due_at <= at,
+                sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
+            )
+            .order_by(ledger.c.due_at)
+            .limit(limit)
+        )
+        if self.db.is_postgres:
+            # Rows another claimer is locking are skipped, never waited for. The pick is a
+            # MATERIALIZED CTE so it runs exactly once: as an IN (subquery) the planner may
+            # re-run it, and a re-run that skips different rows would update rows never locked.
+            picked = due.with_for_update(of=ledger, skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            target = update(ledger).where(ledger.c.id == picked.c.id)
+        else:
+            # BEGIN IMMEDIATE already makes this the only writer of the database.
+            target = update(ledger).where(ledger.c.id.in_(due.scalar_subquery()))
+        stmt = (
+            target
+            .values(state=INFLIGHT, lease_owner=owner, due_at=at + lease_ms, updated_at=at)
+            .returning(
+                ledger.c.id, ledger.c.task_id, ledger.c.key, ledger.c.generation,
+                ledger.c.attempts, ledger.c.pending_since,
+            )
+        )
+        return (await conn.execute(stmt)).all()
 
     async def renew(self, owner: str, row_ids: Sequence[int], lease_seconds: float) -> int:
         """Extend the leases ``owner`` still holds; returns how many were extended."""

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -71,6 +72,10 @@ sync_tasks = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_start_time", BigInteger, nullable=False),
     Column("pending_keys", BigInteger, nullable=False, server_default="0"),
+    # Throttles (omsync.domain.model.TaskLimits); NULL is unlimited.
+    Column("max_concurrency", Integer, nullable=True),
+    Column("max_objects_per_second", Float, nullable=True),
+    Column("max_bytes_per_second", BigInteger, nullable=True),
     Index("ix_sync_tasks_project", "project_id", "create_time"),
 )
 
@@ -95,8 +100,10 @@ ledger = Table(
     Column("size", BigInteger, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("task_id", "key", name="uq_ledger_task_key"),
+    # The claim's index: each task's open keys in due order (a claim picks per task, fairly).
     Index(
-        "ix_ledger_due",
+        "ix_ledger_task_due",
+        "task_id",
         "due_at",
         sqlite_where=text("state IN ('pending', 'inflight')"),
         postgresql_where=text("state IN ('pending', 'inflight')"),

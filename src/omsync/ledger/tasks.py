@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from omsync.db import Database
 from omsync.domain.model import (
@@ -18,6 +18,7 @@ from omsync.domain.model import (
     Credentials,
     OverwriteMode,
     StoragePolicy,
+    TaskLimits,
     TaskSpec,
     TaskStatus,
 )
@@ -172,12 +173,60 @@ class TaskRepository:
             app_id=row["app_id"],
         )
 
+    async def limits(self, project_id: str, task_id: str) -> TaskLimits:
+        """The task's throttles. Raises :class:`TaskNotFound`."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                select(*_LIMIT_COLUMNS).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+            )).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _limits(row)
+
+    async def set_limits(self, project_id: str, task_id: str, limits: TaskLimits) -> None:
+        """Replace the task's throttles (``None`` fields: unlimited); running workers apply them
+        within about a second. Raises :class:`TaskNotFound`."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(sync_tasks)
+                .where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                .values(
+                    max_concurrency=limits.max_concurrency,
+                    max_objects_per_second=limits.max_objects_per_second,
+                    max_bytes_per_second=limits.max_bytes_per_second,
+                )
+            )
+            if not result.rowcount:
+                raise TaskNotFound(task_id)
+
+    async def running_limits(self) -> dict[str, TaskLimits]:
+        """Throttles of the running tasks that have any (the engine polls this)."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(sync_tasks.c.id, *_LIMIT_COLUMNS).where(
+                    sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
+                    or_(*(column.is_not(None) for column in _LIMIT_COLUMNS)),
+                )
+            )
+            return {row.id: _limits(row) for row in rows}
+
     async def running_task_ids(self) -> list[str]:
         async with self.db.read() as conn:
             rows = await conn.execute(
                 select(sync_tasks.c.id).where(sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value)
             )
             return [r.id for r in rows]
+
+
+_LIMIT_COLUMNS = (sync_tasks.c.max_concurrency, sync_tasks.c.max_objects_per_second, sync_tasks.c.max_bytes_per_second)
+
+
+def _limits(row: Any) -> TaskLimits:
+    return TaskLimits(
+        max_concurrency=row.max_concurrency,
+        max_objects_per_second=float(row.max_objects_per_second) if row.max_objects_per_second is not None else None,
+        max_bytes_per_second=row.max_bytes_per_second,
+    )
 
 
 class KeyRepository:

@@ -434,11 +434,9 @@ async def retry(request: Request, task_id: str) -> Response:
     if row.isascii() and row.isdigit() and len(row) < 19:
         key = await data.failed_key_of_row(services.db, task_id, int(row))
         if key is not None:
-            count = await services.ledger.retry_failed(task_id, [key])
+            count = await services.redrive(task_id, [key])
     elif form.get("all") == "1":
-        count = await services.ledger.retry_failed(task_id, None)
-    if count:
-        services.work_arrived()
+        count = await services.redrive(task_id, None)
     return _redirect(_task_url(task_id, retried=count))
 
 

@@ -1,0 +1,301 @@
+"""Prometheus metrics of one omsync process, served at ``GET /metrics`` by ``omsync serve``.
+
+Every metric lives in :data:`REGISTRY` (not the client library's global registry, so that
+nothing another library registers leaks into the exposition). The rest of omsync records through
+the small functions below and never touches metric objects; each function is cheap (no I/O)
+and never raises.
+
+Per task (label ``task_id``), counted in the process that did the work:
+
+* ``omsync_events_accepted_total`` key occurrences accepted by CreateSyncEvents, and
+  ``omsync_keys_redriven_total`` failed keys re-driven: together they are the statistics API's
+  REQUEST;
+* ``omsync_outcomes_total{kind, reason}`` final outcomes, SKIP ``coalesced`` included: per kind
+  the statistics API's SUCCESS / FAILURE / SKIP;
+* ``omsync_copied_bytes_total`` bytes of successful copies (SIZE);
+* ``omsync_event_to_outcome_seconds`` histogram of the time from the acceptance of the oldest
+  occurrence a copy served to its final outcome (one observation per final outcome, coalesced
+  occurrences excluded, as in the statistics' latency histogram);
+* ``omsync_retries_total{reason}`` failed attempts that will be tried again;
+* ``omsync_throttled_total{cause}`` throttling: ``store`` (a store answered 429/503 SlowDown),
+  ``backlog`` (events refused because the task's backlog is full), ``rate_limit`` (the task's
+  objects/s limit delayed the start of a key's copy);
+* ``omsync_task_keys_pending`` keys accepted and without a final outcome yet (in-flight keys
+  included), read from the database when scraped: the same value in every process;
+* ``omsync_task_keys_inflight`` keys this process is copying right now.
+
+Per process: ``omsync_worker_slots``, ``omsync_worker_slots_busy`` and
+``omsync_worker_utilization_ratio`` (busy / slots); ``omsync_store_request_duration_seconds``
+and ``omsync_store_request_errors_total`` by ``backend`` (the cloud type) and ``operation`` (and
+error ``kind``); ``omsync_http_request_duration_seconds`` by ``method``, ``route`` (the route
+template, never the raw path) and ``status``; ``omsync_build_info``; the client library's
+``process_*`` and ``python_*`` metrics.
+
+No label ever carries a key, a credential or anything a client chose freely other than a task id
+that exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Protocol, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from omsync import __version__
+from omsync.db import Database
+from omsync.domain.stats import LATENCY_BOUNDS_MS
+from omsync.ledger.tables import sync_tasks
+
+log = logging.getLogger("omsync.metrics")
+
+# ``*_created`` series double the exposition and nobody graphs them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+REGISTRY = CollectorRegistry()
+"""The registry :func:`render` exposes."""
+
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""Content-Type of :func:`render`'s output (Prometheus text format 0.0.4)."""
+
+# Same bounds as the statistics' latency columns, so dashboards and /metrics agree.
+LATENCY_BUCKETS = tuple(ms / 1000 for ms in LATENCY_BOUNDS_MS)
+STORE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+PENDING_QUERY_TIMEOUT_SECONDS = 5.0
+
+THROTTLE_CAUSES = ("store", "backlog", "rate_limit")
+
+_TASK_METRICS: list[Counter | Histogram] = []
+_M = TypeVar("_M", Counter, Histogram)
+
+
+def _per_task(metric: _M) -> _M:
+    _TASK_METRICS.append(metric)
+    return metric
+
+
+BUILD_INFO = Gauge("omsync_build_info", "Always 1; the omsync version as a label.", ["version"], registry=REGISTRY)
+BUILD_INFO.labels(__version__).set(1)
+
+EVENTS_ACCEPTED = _per_task(Counter(
+    "omsync_events_accepted_total", "Key occurrences accepted by CreateSyncEvents (each one REQUEST).",
+    ["task_id"], registry=REGISTRY))
+KEYS_REDRIVEN = _per_task(Counter(
+    "omsync_keys_redriven_total", "Failed keys re-driven (each one REQUEST).", ["task_id"], registry=REGISTRY))
+OUTCOMES = _per_task(Counter(
+    "omsync_outcomes_total", "Final outcomes of key occurrences by kind (SUCCESS, FAILURE, SKIP) and reason.",
+    ["task_id", "kind", "reason"], registry=REGISTRY))
+COPIED_BYTES = _per_task(Counter(
+    "omsync_copied_bytes_total", "Bytes of objects copied successfully (the statistics' SIZE).",
+    ["task_id"], registry=REGISTRY))
+EVENT_TO_OUTCOME = _per_task(Histogram(
+    "omsync_event_to_outcome_seconds", "Time from an event's acceptance to the final outcome of its key.",
+    ["task_id"], buckets=LATENCY_BUCKETS, registry=REGISTRY))
+RETRIES = _per_task(Counter(
+    "omsync_retries_total", "Failed copy attempts scheduled to be tried again, by reason.",
+    ["task_id", "reason"], registry=REGISTRY))
+THROTTLED = _per_task(Counter(
+    "omsync_throttled_total", "Throttling by cause: store (429/SlowDown), backlog (events refused), rate_limit.",
+    ["task_id", "cause"], registry=REGISTRY))
+
+STORE_DURATION = Histogram(
+    "omsync_store_request_duration_seconds",
+    "Duration of object store requests (get: until the first bytes), by backend and operation.",
+    ["backend", "operation"], buckets=STORE_BUCKETS, registry=REGISTRY)
+STORE_ERRORS = Counter(
+    "omsync_store_request_errors_total", "Object store requests that failed, by backend, operation and error kind.",
+    ["backend", "operation", "kind"], registry=REGISTRY)
+HTTP_DURATION = Histogram(
+    "omsync_http_request_duration_seconds", "Duration of HTTP requests served, by method, route template and status.",
+    ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=REGISTRY)
+REFRESH_ERRORS = Counter(
+    "omsync_metrics_refresh_errors_total",
+    "Scrapes at which the pending-keys gauge could not be read from the database (stale values served).",
+    registry=REGISTRY)
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+def event_accepted(task_id: str, occurrences: int) -> None:
+    """``occurrences`` key occurrences were accepted for the task (committed)."""
+    if occurrences > 0:
+        EVENTS_ACCEPTED.labels(task_id).inc(occurrences)
+
+
+def keys_redriven(task_id: str, count: int) -> None:
+    """``count`` failed keys of the task were re-driven (committed)."""
+    if count > 0:
+        KEYS_REDRIVEN.labels(task_id).inc(count)
+
+
+def outcome(task_id: str, kind: str, reason: str | None, size: int = 0,
+            latency_seconds: float | None = None) -> None:
+    """One final outcome (``kind`` SUCCESS, FAILURE or SKIP) was recorded; ``size`` counts into
+    the copied bytes for SUCCESS; ``latency_seconds`` (event to outcome) is observed when given."""
+    OUTCOMES.labels(task_id, kind, reason or "none").inc()
+    if kind == "SUCCESS" and size > 0:
+        COPIED_BYTES.labels(task_id).inc(size)
+    if latency_seconds is not None:
+        EVENT_TO_OUTCOME.labels(task_id).observe(max(0.0, latency_seconds))
+
+
+def coalesced(task_id: str, occurrences: int) -> None:
+    """``occurrences`` were absorbed by a copy of a later generation (SKIP ``coalesced``)."""
+    if occurrences > 0:
+        OUTCOMES.labels(task_id, "SKIP", "coalesced").inc(occurrences)
+
+
+def retry(task_id: str, reason: str) -> None:
+    """A failed attempt was given back to the ledger to be tried again."""
+    RETRIES.labels(task_id, reason or "unknown").inc()
+
+
+def throttled(task_id: str, cause: str) -> None:
+    """Work of the task was throttled; ``cause`` is one of :data:`THROTTLE_CAUSES`."""
+    THROTTLED.labels(task_id, cause if cause in THROTTLE_CAUSES else "other").inc()
+
+
+def store_call(backend: str, operation: str, seconds: float | None, error_kind: str | None = None) -> None:
+    """One store request ended: its duration is observed when given; ``error_kind`` (an
+    :class:`~omsync.stores.base.ErrorKind` value, or ``internal``) counts a failure."""
+    if seconds is not None:
+        STORE_DURATION.labels(backend, operation).observe(max(0.0, seconds))
+    if error_kind is not None:
+        STORE_ERRORS.labels(backend, operation, error_kind).inc()
+
+
+def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One HTTP request was answered; ``route`` must be a route template, not a raw path."""
+    HTTP_DURATION.labels(method, route, str(status)).observe(max(0.0, seconds))
+
+
+def forget_task(task_id: str) -> None:
+    """Drop every series of a deleted task (counters of a task that no longer exists would
+    otherwise be exported until the process restarts)."""
+    for metric in _TASK_METRICS:
+        remove = getattr(metric, "remove_by_labels", None)  # prometheus-client >= 0.22
+        if remove is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                remove({"task_id": task_id})
+    _pending.pop(task_id, None)
+
+
+# -- state read at scrape time --------------------------------------------------------------------
+
+
+class SlotSource(Protocol):
+    """What the metrics read from a running engine."""
+
+    def slot_usage(self) -> tuple[int, Mapping[str, int]]:
+        """(copy slots, keys in flight per task id)."""
+        ...
+
+
+_engines: weakref.WeakSet[SlotSource] = weakref.WeakSet()
+_pending: dict[str, int] = {}
+
+
+def track_engine(engine: SlotSource) -> None:
+    """Report ``engine``'s slots and in-flight keys until :func:`untrack_engine` (held weakly)."""
+    _engines.add(engine)
+
+
+def untrack_engine(engine: SlotSource) -> None:
+    """Stop reporting ``engine`` (it stopped)."""
+    _engines.discard(engine)
+
+
+async def refresh_pending(db: Database) -> bool:
+    """Read every task's pending-key count from the database for the next :func:`render`.
+
+    On failure or after ``PENDING_QUERY_TIMEOUT_SECONDS`` the previous values stay (and
+    ``omsync_metrics_refresh_errors_total`` counts it); returns whether the values are fresh.
+    """
+    global _pending
+    try:
+        async with asyncio.timeout(PENDING_QUERY_TIMEOUT_SECONDS), db.read() as conn:
+            rows = (await conn.execute(select(sync_tasks.c.id, sync_tasks.c.pending_keys))).all()
+    except Exception:
+        REFRESH_ERRORS.inc()
+        log.warning("reading pending keys for /metrics failed; serving the previous values", exc_info=True)
+        return False
+    _pending = {str(r.id): int(r.pending_keys) for r in rows}
+    return True
+
+
+class _StateCollector(Collector):
+    """Gauges computed at scrape time from the engines and the cached pending counts."""
+
+    def collect(self) -> Iterable[Metric]:
+        slots = busy = 0
+        inflight: dict[str, int] = {}
+        for engine in list(_engines):
+            total, per_task = engine.slot_usage()
+            slots += total
+            for task_id, n in per_task.items():
+                inflight[task_id] = inflight.get(task_id, 0) + n
+                busy += n
+        pending = GaugeMetricFamily("omsync_task_keys_pending",
+                                    "Keys accepted and without a final outcome yet (in flight included).",
+                                    labels=["task_id"])
+        for task_id, n in sorted(_pending.items()):
+            pending.add_metric([task_id], n)
+        yield pending
+        running = GaugeMetricFamily("omsync_task_keys_inflight", "Keys this process is copying right now.",
+                                    labels=["task_id"])
+        for task_id, n in sorted(inflight.items()):
+            running.add_metric([task_id], n)
+        yield running
+        yield GaugeMetricFamily("omsync_worker_slots", "Copy slots of the running engines in this process.",
+                                value=slots)
+        yield GaugeMetricFamily("omsync_worker_slots_busy", "Copy slots busy with a key right now.", value=busy)
+        yield GaugeMetricFamily("omsync_worker_utilization_ratio", "Busy copy slots / copy slots (0 without workers).",
+                                value=busy / slots if slots else 0.0)
+
+
+REGISTRY.register(_StateCollector())
+
+
+def render() -> bytes:
+    """The exposition of :data:`REGISTRY` in the Prometheus text format (:data:`CONTENT_TYPE`).
+    Call :func:`refresh_pending` first for current pending counts."""
+    return generate_latest(REGISTRY)
+
+
+class Stopwatch:
+    """``time.perf_counter`` in a tiny object, for timing a call across ``try``/``finally``."""
+
+    __slots__ = ("start",)
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
