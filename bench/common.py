@@ -395,4 +395,20 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{cpus} CPUs ({model or 'unknown'}), Python {sys.version.split()[0]}; client, omsync and SeaweedFS share them"
+    return (f"{cpus} CPUs ({model or 'unknown'}), Python {sys.version.split()[0]}; client, omsync and SeaweedFS "
+            f"share them; {load()}; omsync {revision()}")
+
+
+def revision() -> str:
+    """The commit measured (``-dirty`` when the work tree has uncommitted changes)."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def load() -> str:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return f"load average {os.getloadavg()[0]:.2f}"

@@ -1,7 +1,7 @@
 """Copy throughput of omsync beside rclone, on one SeaweedFS started here.
 
-    /tmp/venv/bin/python bench/copy_throughput.py [--small 2000] [--large 4] [--large-mib 64]
-                                                  [--workers 16] [--variants server-side,streamed]
+    python bench/copy_throughput.py [--small 2000] [--large 4] [--large-mib 64] [--workers 16]
+                                    [--variants server-side,streamed] [--repeat 1]
 
 Source objects (``--small`` × 4 KiB, ``--large`` × ``--large-mib`` MiB) are uploaded once; then,
 for every variant and size class, omsync and rclone each copy them into a fresh bucket of the
@@ -22,6 +22,7 @@ The destination is listed afterwards and every object must be there with its siz
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from common import (
     RssSampler,
     S3Server,
     bucket_contents,
+    load,
     machine,
     omsync,
     rclone_copy,
@@ -129,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="omsync copy slots = rclone --transfers (default 16, omsync's default)")
     parser.add_argument("--variants", default="server-side,streamed",
                         help="comma-separated: server-side, streamed (default both)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each measurement, omsync and rclone alternating; medians are shown (default 1)")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound of one copy run in seconds")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not set(variants) <= {"server-side", "streamed"}:
         parser.error("--variants takes server-side and/or streamed")
+    if args.repeat < 1 or args.workers < 1:
+        parser.error("--repeat and --workers must be at least 1")
 
     classes = []
     if args.small > 0:
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         classes.append(("large", [f"large/{i:04d}" for i in range(args.large)], args.large_mib * MIB))
 
     print(f"machine: {machine()}")
-    results: list[Result] = []
+    runs: dict[tuple[str, str, str], list[Result]] = {}
     commands: list[str] = []
     with seaweedfs() as server:
         print(f"SeaweedFS S3 at {server.endpoint_url}")
@@ -154,38 +160,50 @@ def main(argv: list[str] | None = None) -> int:
             for kind, keys, size in classes:
                 sizes = dict.fromkeys(keys, size)
                 src = f"src-{kind}"
-                tag = f"{variant}-{kind}"
-                om = run_omsync(server, src, f"om-{tag}", keys, sizes, args.workers, variant, kind, args.timeout)
-                results.append(om)
-                print(f"omsync {tag}: {om.seconds:.2f} s")
-                rc = run_rclone(server, src, f"rc-{tag}", sizes, args.workers, variant, kind, args.timeout,
-                                commands)
-                results.append(rc)
-                print(f"rclone {tag}: {rc.seconds:.2f} s")
+                for rep in range(args.repeat):
+                    tag = f"{variant}-{kind}-{rep}"
+                    om = run_omsync(server, src, f"om-{tag}", keys, sizes, args.workers, variant, kind,
+                                    args.timeout)
+                    runs.setdefault(("omsync", variant, kind), []).append(om)
+                    rc = run_rclone(server, src, f"rc-{tag}", sizes, args.workers, variant, kind, args.timeout,
+                                    commands)
+                    runs.setdefault(("rclone", variant, kind), []).append(rc)
+                    print(f"{tag}: omsync {om.seconds:.2f} s, rclone {rc.seconds:.2f} s ({load()})")
+
+    def rate(r: Result) -> float:
+        return r.objects_per_s if r.kind == "small" else r.mb_per_s
 
     rows = []
-    by = {(r.tool, r.variant, r.kind): r for r in results}
-    for r in results:
+    for (tool, variant, kind), results in runs.items():
+        middle = sorted(results, key=lambda r: r.seconds)[len(results) // 2]
+        spread = ""
+        if len(results) > 1:
+            spread = f"{min(rate(r) for r in results):.1f}-{max(rate(r) for r in results):.1f}"
         ratio = ""
-        if r.tool == "omsync":
-            peer = by[("rclone", r.variant, r.kind)]
-            ratio = (f"{r.objects_per_s / peer.objects_per_s:.2f}x obj/s" if r.kind == "small"
-                     else f"{r.mb_per_s / peer.mb_per_s:.2f}x MB/s")
-        rows.append([r.tool, r.variant, r.kind, r.objects, f"{r.total_bytes / MB:.1f}", f"{r.seconds:.2f}",
-                     f"{r.objects_per_s:.1f}", f"{r.mb_per_s:.1f}", ratio, f"{r.peak_rss_kib / 1024:.0f}"])
+        if tool == "omsync":
+            # Each omsync run against the rclone run right after it, so drifting load cancels.
+            paired = sorted(rate(o) / rate(p) for o, p in zip(results, runs[("rclone", variant, kind)], strict=True))
+            unit = "obj/s" if kind == "small" else "MB/s"
+            ratio = f"{paired[len(paired) // 2]:.2f}x {unit}"
+            if len(paired) > 1:
+                ratio += f" ({paired[0]:.2f}-{paired[-1]:.2f})"
+        rows.append([tool, variant, kind, middle.objects, f"{middle.total_bytes / MB:.1f}", f"{middle.seconds:.2f}",
+                     f"{middle.objects_per_s:.1f}", f"{middle.mb_per_s:.1f}", spread, ratio,
+                     f"{max(r.peak_rss_kib for r in results) / 1024:.0f}"])
     print()
-    print(f"workers / --transfers: {args.workers}")
+    print(f"workers / --transfers: {args.workers}; runs per row: {args.repeat} (median shown)")
     print(table(["tool", "variant", "size", "objects", "MB", "seconds", "objects/s", "MB/s",
-                 "omsync/rclone", "peak RSS MiB"], rows))
+                 "range (obj/s small, MB/s large)", "omsync/rclone", "peak RSS MiB"], rows))
     print()
-    print("omsync RSS (MiB) by objects done, as done:MiB at 0/25/50/75/100 %:")
-    for r in results:
-        if r.tool == "omsync":
-            print(f"  {r.variant} {r.kind}: {rss_progress(r.rss_series or [], r.objects)}")
+    print("omsync RSS (MiB) by objects done, as done:MiB at 0/25/50/75/100 % (first run):")
+    for (tool, variant, kind), results in runs.items():
+        if tool == "omsync":
+            print(f"  {variant} {kind}: {rss_progress(results[0].rss_series or [], results[0].objects)}")
     print()
-    print("rclone commands (remotes configured by RCLONE_CONFIG_<NAME>_* variables):")
-    for command in dict.fromkeys(commands):
+    print("rclone commands (remotes configured by RCLONE_CONFIG_<NAME>_* variables; <run> numbers the runs):")
+    for command in dict.fromkeys(re.sub(r"-\d+(?= )", "-<run>", c) for c in commands):
         print(f"  {command}")
+    print(f"at the end: {load()}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Event-to-copy latency of omsync at a steady event rate, and its memory over the run.
 
-    /tmp/venv/bin/python bench/latency.py [--rate 100] [--duration 20] [--workers 16]
-                                          [--variant server-side|streamed] [--senders 32]
+    python bench/latency.py [--rate 100] [--duration 20] [--workers 16]
+                            [--variant server-side|streamed] [--keys-per-event 1] [--senders 32]
 
 One SeaweedFS and one ``omsync serve`` are started. For ``rate × duration`` slots spaced
 ``1/rate`` s apart, a sender thread PUTs a new 4 KiB object into the source bucket and then posts
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     RssSampler,
+    load,
     machine,
     omsync,
     percentile,
@@ -41,7 +42,8 @@ SMALL_BYTES = 4096
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="new keys per second, one event each unless --keys-per-event (default 100)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady events (default 20)")
     parser.add_argument("--workers", type=int, default=16, help="omsync copy slots (default 16)")
     parser.add_argument("--variant", choices=["server-side", "streamed"], default="server-side")
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         step = max(1, len(series) // 8)
         picks = series[::step] + ([series[-1]] if (len(series) - 1) % step else [])
         print("RSS by keys sent: " + ", ".join(f"{p}:{kib / 1024:.0f}" for _, p, kib in picks))
+    print(f"at the end: {load()}")
     return 0
 
 
