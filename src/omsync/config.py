@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Copy attempts for retryable errors before FAILURE retries_exhausted.")
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
-    multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_concurrency: int = Field(default=4, ge=1, le=64)
     object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")

@@ -2,8 +2,9 @@
 
 The steps, per key: refuse keys a side cannot hold; HEAD source and destination; decide by the
 task's ``object_overwrite_mode``; write (server-side copy when both sides are the same store
-object, else stream GET → PUT; multipart above the threshold); read the destination back and
-verify by ``consistency_check``; a copy that fails verification is deleted (when it is still
+object, else stream GET → PUT; multipart above the threshold); read the destination back (a
+HEAD, or the write's answer when the store already HEADed the object for it) and verify by
+``consistency_check``; a copy that fails verification is deleted (when it is still
 ours) and reported as a retryable CORRUPT error.
 
 Memory: a streamed multipart copy holds at most ``part_concurrency`` parts (plus one read chunk)
@@ -75,7 +76,7 @@ class CopyLimits:
     clocks may disagree when a copy is verified by last-modified time.
     """
 
-    multipart_threshold: int = 64 * 1024 * 1024
+    multipart_threshold: int = 16 * 1024 * 1024
     part_size: int = 16 * 1024 * 1024
     part_concurrency: int = 4
     read_chunk: int = 1024 * 1024
@@ -335,23 +336,30 @@ class Copier:
     async def _single_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                              destination: ObjectStore, options: PutOptions,
                              bandwidth: Bandwidth | None = None) -> _Written:
-        buffer = bytearray()
+        chunks: list[bytes] = []
+        got = 0
         crc = Crc64()
+        # Hashed chunk by chunk as it arrives: no second pass over the whole body afterwards.
+        digest = hashlib.md5(usedforsecurity=False)
         chunk = min(self.limits.read_chunk, max(1, src.size))
         reader = self._read(source, spec.src_bucket, key, chunk, bandwidth)
         try:
             async for data in reader:
-                buffer += data
+                got += len(data)
+                if got > src.size:
+                    raise self._changed(src, got)
+                chunks.append(data)
                 crc.update(data)
-                if len(buffer) > src.size:
-                    raise self._changed(src, len(buffer))
+                digest.update(data)
         finally:
             await reader.aclose()
-        if len(buffer) != src.size:
-            raise self._changed(src, len(buffer))
-        body = bytes(buffer)
-        del buffer
-        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+        if got != src.size:
+            raise self._changed(src, got)
+        # One copy into the body; growing a bytearray and then copying it to bytes took two
+        # (and the regrowths).
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks
+        md5 = base64.b64encode(digest.digest()).decode("ascii")
         options = PutOptions(content_type=options.content_type, metadata=options.metadata,
                              storage_class=options.storage_class, content_md5=md5)
         info = await _on(Side.DESTINATION, destination.put(spec.dst_bucket, key, body, options))
@@ -460,8 +468,15 @@ class Copier:
     async def _verify(self, spec: TaskSpec, key: str, src: ObjectInfo, destination: ObjectStore,
                       written: _Written) -> str:
         """Read the destination back and check it; returns how it was verified (for the outcome
-        message). A failed check removes the copy when it is still ours and raises CORRUPT."""
-        after = await self._head_destination(destination, spec.dst_bucket, key)
+        message). A failed check removes the copy when it is still ours and raises CORRUPT.
+
+        The destination is read back by a HEAD, unless the write's own answer already is one
+        (``from_head``: a store that HEADs the object after a server-side copy or a multipart
+        completion): a second HEAD would read the same stored object again."""
+        if written.info.from_head:
+            after: ObjectInfo | None = written.info
+        else:
+            after = await self._head_destination(destination, spec.dst_bucket, key)
         facts = _facts(after) if after is not None else None
         skew = self.limits.clock_skew_seconds
         result = verify(spec.consistency_check, _facts(src), facts, written.crc64, written.size,

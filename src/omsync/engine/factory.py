@@ -26,6 +26,8 @@ from omsync.stores.profiles import EndpointError, get_profile, resolve_endpoint
 log = logging.getLogger("omsync.engine.factory")
 
 _StoreKey = tuple[str, ...]
+_SideKey = tuple[CloudType, str, str, Credentials]
+_SIDE_CACHE_LIMIT = 4096  # distinct task sides remembered; beyond, the memo starts over
 
 
 def addressed(spec: TaskSpec) -> TaskSpec:
@@ -55,6 +57,9 @@ class StoreFactory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stores: dict[_StoreKey, ObjectStore] = {}
+        # Resolving the endpoint and hashing the secret cost more than a dict lookup on every
+        # key; settings do not change for the factory's lifetime, so a side maps to one store.
+        self._sides: dict[_SideKey, ObjectStore] = {}
         self._fs: ObjectStore | None = None
 
     async def source(self, spec: TaskSpec) -> ObjectStore:
@@ -68,6 +73,17 @@ class StoreFactory:
 
     def store(self, cloud_type: CloudType, region: str, credentials: Credentials, *, side: str = "") -> ObjectStore:
         """The shared store for one side; see the module docstring for what makes two sides share."""
+        side_key = (cloud_type, region, side, credentials)
+        known = self._sides.get(side_key)
+        if known is not None:
+            return known
+        store = self._build(cloud_type, region, credentials, side)
+        if len(self._sides) >= _SIDE_CACHE_LIMIT:
+            self._sides.clear()
+        self._sides[side_key] = store
+        return store
+
+    def _build(self, cloud_type: CloudType, region: str, credentials: Credentials, side: str) -> ObjectStore:
         if cloud_type is CloudType.LOCAL:
             if self._fs is None:
                 self._fs = InstrumentedStore(FsStore(self.settings.fs_roots), cloud_type.value)
@@ -95,6 +111,7 @@ class StoreFactory:
         """Close every store built here (S3 clients close when their last user lets go)."""
         stores = list(self._stores.values())
         self._stores.clear()
+        self._sides.clear()
         if self._fs is not None:
             stores.append(self._fs)
             self._fs = None

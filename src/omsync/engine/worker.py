@@ -11,8 +11,9 @@ do not fill the slots other tasks could use. Each claim runs in its own task: sp
 briefly per task) → the task's objects/s bucket → stores → abort the multipart uploads a dead
 earlier owner of the key left open (``Claim.orphan_uploads``) → copy (paced by the task's
 bytes/s bucket), recording its own multipart uploads in the ledger while they are open →
-``Ledger.finish`` or ``Ledger.retry_later`` as the retry policy says. Another loop renews the
-leases of in-flight keys every third of ``lease_seconds``. Nothing a single key does can stop
+``Ledger.finish`` or ``Ledger.retry_later`` as the retry policy says (final outcomes that arrive
+while a ledger transaction is under way are recorded together by ``Ledger.finish_many``).
+Another loop renews the leases of in-flight keys every third of ``lease_seconds``. Nothing a single key does can stop
 the loops: unexpected exceptions are logged and retried as ``internal_error``; a failure of the
 bookkeeping itself leaves the lease to expire, so another worker takes the key over.
 """
@@ -39,7 +40,7 @@ from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.engine.throttle import Throttles
-from omsync.ledger.queue import Claim, Ledger, TaskNotFound
+from omsync.ledger.queue import Claim, FinishResult, Ledger, TaskNotFound
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 
@@ -51,6 +52,7 @@ SPEC_TTL_SECONDS = 5.0
 LIMITS_REFRESH_SECONDS = 1.0  # how soon a changed task limit reaches running workers
 FINAL_LIST_FLUSH_SECONDS = 10.0
 RATE_LIMIT_WAIT_SECONDS = 0.001  # an objects/s wait at least this long counts as a throttle event
+FINISH_BATCH = 100  # most outcomes recorded per ledger transaction
 
 
 def new_owner_id() -> str:
@@ -87,6 +89,71 @@ class _LedgerUploads:
             await self._ledger.forget_upload(record)
 
 
+class _FinishBatcher:
+    """Records final outcomes through ``Ledger.finish_many``, many per transaction.
+
+    :meth:`finish` queues one outcome and returns its :class:`FinishResult` once committed.
+    A flusher task records whatever is queued (up to ``limit`` per transaction) and runs again at
+    once while more has arrived, so an outcome waits at most for the transaction in progress:
+    under load the batches grow by themselves, when idle each outcome goes alone without delay.
+    A failed batch is retried one outcome at a time with ``Ledger.finish``, so that one bad
+    outcome cannot take the others down with it; each caller gets its own outcome's error.
+    """
+
+    def __init__(self, ledger: Ledger, owner: str, limit: int = FINISH_BATCH) -> None:
+        self._ledger = ledger
+        self._owner = owner
+        self._limit = max(1, limit)
+        self._queue: list[tuple[Claim, Outcome, asyncio.Future[FinishResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def finish(self, claim: Claim, outcome: Outcome) -> FinishResult:
+        """Same contract as ``Ledger.finish`` for this batcher's owner."""
+        future: asyncio.Future[FinishResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((claim, outcome, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="omsync-finish-batcher")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:self._limit], self._queue[self._limit:]
+            try:
+                results = await self._ledger.finish_many(self._owner, [(c, o) for c, o, _ in batch])
+            except asyncio.CancelledError:
+                for _, _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][2], error=exc)
+                    continue
+                log.warning("recording %d outcomes in one transaction failed (%s); recording them one by one",
+                            len(batch), exc)
+                for claim, outcome, future in batch:
+                    try:
+                        _settle(future, await self._ledger.finish(self._owner, claim, outcome))
+                    except asyncio.CancelledError:
+                        future.cancel()
+                        raise
+                    except Exception as one:
+                        _settle(future, error=one)
+                continue
+            for (_, _, future), result in zip(batch, results, strict=True):
+                _settle(future, result)
+
+
+def _settle(future: asyncio.Future[FinishResult], result: FinishResult | None = None, *,
+            error: Exception | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 class Engine:
     """``settings.workers`` concurrent copies of ledger keys, for as long as it runs.
 
@@ -119,6 +186,7 @@ class Engine:
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.owner = owner or new_owner_id()
         self.lists = ObjectListWriter(db, tasks, stores) if object_lists else None
+        self._finisher = _FinishBatcher(ledger, self.owner)
         self._wake = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Claim] = {}
         self._specs: dict[str, tuple[float, TaskSpec]] = {}
@@ -358,7 +426,7 @@ class Engine:
                          claim.key, claim.task_id)
             return
         outcome: Outcome = verdict.outcome
-        result = await _complete(self.ledger.finish(self.owner, claim, outcome))
+        result = await _complete(self._finisher.finish(claim, outcome))
         if not result.recorded:
             log.info("lease of key %r of task %s was lost; its %s outcome is not recorded",
                      claim.key, claim.task_id, outcome.kind.value)

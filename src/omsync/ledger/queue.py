@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -442,6 +442,107 @@ class Ledger:
                 )
             )
         return FinishResult(recorded=True, final=True, coalesced=served - 1)
+
+    async def finish_many(self, owner: str, items: Sequence[tuple[Claim, Outcome]]) -> list[FinishResult]:
+        """Record a batch of outcomes in one transaction: the same effect and the same results,
+        in order, as calling :meth:`finish` for each ``(claim, outcome)`` in turn (all at one
+        timestamp). A row named twice is recorded once; the later item finds its lease gone.
+
+        Set-based: one read of the owned rows, one executemany per kind of row update, one
+        ``pending_keys`` update and one statistics upsert per task, one executemany into
+        ``outcome_log``. On PostgreSQL the batch's task rows are locked in id order before its
+        ledger rows (the module's lock order). Any database error rolls the whole batch back.
+        """
+        if not items:
+            return []
+        at = now_ms()
+        async with self.db.write() as conn:
+            task_ids = sorted({claim.task_id for claim, _ in items})
+            if self.db.is_postgres:
+                await conn.execute(
+                    select(sync_tasks.c.id).where(sync_tasks.c.id.in_(task_ids))
+                    .order_by(sync_tasks.c.id).with_for_update(key_share=True)  # FOR NO KEY UPDATE
+                )
+            query = (
+                select(ledger.c.id, ledger.c.generation, ledger.c.reported_generation)
+                .where(ledger.c.id.in_(sorted({claim.row_id for claim, _ in items})),
+                       ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
+                .order_by(ledger.c.id)
+            )
+            if self.db.is_postgres:
+                query = query.with_for_update(key_share=True)
+            owned = {row.id: row for row in await conn.execute(query)}
+            results: list[FinishResult] = []
+            moved: list[dict[str, Any]] = []
+            final: list[dict[str, Any]] = []
+            logged: list[dict[str, Any]] = []
+            finished: Counter[str] = Counter()
+            counts: dict[str, Counter[str]] = {}
+            for claim, outcome in items:
+                row = owned.pop(claim.row_id, None)
+                if row is None:
+                    results.append(FinishResult(recorded=False))
+                    continue
+                served = claim.generation - row.reported_generation
+                tally = counts.setdefault(claim.task_id, Counter())
+                if row.generation != claim.generation:
+                    moved.append({"b_id": claim.row_id, "b_reported": claim.generation})
+                    tally["skip"] += served
+                    results.append(FinishResult(recorded=True, final=False, coalesced=served))
+                    continue
+                kind = outcome.kind
+                success = kind is OutcomeKind.SUCCESS
+                final.append({
+                    "b_id": claim.row_id, "b_state": FAILED if kind is OutcomeKind.FAILURE else DONE,
+                    "b_reported": claim.generation, "b_copied": claim.generation if success else None,
+                    "b_outcome": kind.value, "b_reason": outcome.reason, "b_message": outcome.message,
+                    "b_size": outcome.size if success else None, "b_attempts": claim.attempts + 1,
+                })
+                logged.append({
+                    "task_id": claim.task_id, "key": claim.key.encode("utf-8"), "outcome": kind.value,
+                    "reason": outcome.reason, "message": outcome.message, "at": at,
+                })
+                finished[claim.task_id] += 1
+                tally["skip"] += served - 1
+                tally[kind.value.lower()] += 1
+                if success:
+                    tally["size"] += outcome.size
+                tally[latency_column(at - claim.pending_since)] += 1
+                results.append(FinishResult(recorded=True, final=True, coalesced=served - 1))
+            if moved:
+                await conn.execute(
+                    update(ledger).where(ledger.c.id == bindparam("b_id")).values(
+                        state=PENDING, due_at=at, attempts=0, lease_owner=None,
+                        reported_generation=bindparam("b_reported"), pending_since=at, updated_at=at,
+                    ),
+                    moved,
+                )
+            if final:
+                await conn.execute(
+                    update(ledger).where(ledger.c.id == bindparam("b_id")).values(
+                        state=bindparam("b_state"), lease_owner=None,
+                        reported_generation=bindparam("b_reported"),
+                        copied_generation=func.coalesce(
+                            bindparam("b_copied", type_=ledger.c.copied_generation.type),
+                            ledger.c.copied_generation),
+                        outcome=bindparam("b_outcome"), reason=bindparam("b_reason"),
+                        message=bindparam("b_message"),
+                        size=func.coalesce(bindparam("b_size", type_=ledger.c.size.type), ledger.c.size),
+                        attempts=bindparam("b_attempts"), pending_since=None, updated_at=at,
+                    ),
+                    final,
+                )
+            for task_id in task_ids:
+                if finished[task_id]:
+                    await conn.execute(
+                        update(sync_tasks).where(sync_tasks.c.id == task_id)
+                        .values(pending_keys=sync_tasks.c.pending_keys - finished[task_id])
+                    )
+                if task_id in counts:
+                    await self._count(conn, task_id, at, **counts[task_id])
+            if logged:
+                await conn.execute(outcome_log.insert(), logged)
+        return results
 
     async def retry_later(self, owner: str, claim: Claim, delay_seconds: float, reason: str, message: str) -> bool:
         """Give the key back for another attempt after ``delay_seconds`` (no outcome yet).

@@ -146,6 +146,10 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata, lower-case names
     crc64ecma: int | None = None          # whole-object CRC-64/XZ when the store exposes it
     storage_class: str | None = None
+    # True when the store read this from the stored object (a HEAD) rather than echoing what a
+    # write request sent: a write that returns such an answer needs no read-back of its own to
+    # be verified. Not part of equality: it says where the facts came from, not what they are.
+    from_head: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,8 @@ class ObjectStore(Protocol):
 
     async def complete_multipart(self, bucket: str, key: str, upload_id: str,
                                  parts: list[tuple[int, str]]) -> ObjectInfo:
-        """Assemble the parts (number, etag) into the object, atomically."""
+        """Assemble the parts (number, etag) into the object, atomically. Returns the object
+        written (``from_head`` when the store read it back after assembling it)."""
         ...
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
@@ -216,7 +221,8 @@ class ObjectStore(Protocol):
     async def server_copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
                           options: PutOptions) -> ObjectInfo:
         """Copy within this store without streaming (at most ``max_server_copy`` bytes),
-        replacing metadata with ``options``."""
+        replacing metadata with ``options``. Returns the copy (``from_head`` when the store
+        read it back after writing it)."""
         ...
 
     async def delete(self, bucket: str, key: str) -> None:

@@ -448,6 +448,7 @@ class S3Store:
             metadata={str(k).lower(): str(v) for k, v in (response.get("Metadata") or {}).items()},
             crc64ecma=self._crc64(headers),
             storage_class=response.get("StorageClass") or headers.get("x-amz-storage-class"),
+            from_head=True,
         )
 
     # -- the port ---------------------------------------------------------------------------
