@@ -40,6 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from omsync.domain.keys import encode_key_for_event
+from omsync.humanize import format_bytes
 
 if TYPE_CHECKING:
     # Imported where used: ``omsync serve`` and ``omsync keys`` need no HTTP client.
@@ -303,15 +304,6 @@ def fmt_time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def fmt_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 def printable_key(key: str) -> str:
     """A key for display: characters that would not print (controls, line separators) escaped.
 
@@ -514,7 +506,7 @@ def task_show(
         ("succeeded", f"{counters['success']:,}"),
         ("failed", f"{counters['failure']:,}"),
         ("skipped", f"{counters['skip']:,}"),
-        ("bytes copied", fmt_size(counters["size"])),
+        ("bytes copied", format_bytes(counters["size"])),
         ("pending", f"{counters['pending']:,}"),
     ]
     ctx.out.print(_kv_table(rows))
@@ -590,7 +582,7 @@ def _limit_text(value: float | None, unit: str = "") -> str:
     if value is None:
         return "unlimited"
     if unit == "B/s":
-        return f"{fmt_size(int(value))}/s"
+        return f"{format_bytes(int(value))}/s"
     return f"{value:g}{unit}"
 
 
@@ -908,9 +900,9 @@ def stats(
         column.justify = "right"
     stamps = sorted({at for t in types for at in series.get(t, {})})
     for at in stamps:
-        cells = [fmt_size(series[t].get(at, 0)) if t == "SIZE" else f"{series[t].get(at, 0):,}" for t in types]
+        cells = [format_bytes(series[t].get(at, 0)) if t == "SIZE" else f"{series[t].get(at, 0):,}" for t in types]
         table.add_row(fmt_time(at), *cells)
-    table.add_row("total", *[fmt_size(totals[t]) if t == "SIZE" else f"{totals[t]:,}" for t in types],
+    table.add_row("total", *[format_bytes(totals[t]) if t == "SIZE" else f"{totals[t]:,}" for t in types],
                   style="bold", end_section=True)
     ctx.out.print(table)
     first = start - start % step
@@ -918,7 +910,7 @@ def stats(
     lines = Table(show_header=False, box=None, pad_edge=False)
     for t in types:
         values = [series.get(t, {}).get(at, 0) for at in slots]
-        total = fmt_size(totals[t]) if t == "SIZE" else f"{totals[t]:,}"
+        total = format_bytes(totals[t]) if t == "SIZE" else f"{totals[t]:,}"
         lines.add_row(t, Text(f"▕{sparkline(values, width)}▏", style="cyan"), total)
     ctx.out.print(lines)
 
@@ -997,7 +989,7 @@ def _watch_view(snap: Mapping[str, Any], rates: Mapping[str, float], *, live: bo
     for column in table.columns[1:]:
         column.justify = "right"
     table.add_row(snap["status"], f"{snap['request']:,}", f"{snap['success']:,}", f"{snap['failure']:,}",
-                  f"{snap['skip']:,}", fmt_size(snap["size"]), f"{snap['pending']:,}",
+                  f"{snap['skip']:,}", format_bytes(snap["size"]), f"{snap['pending']:,}",
                   f"{rates['done']:,.1f}" if "done" in rates else "-")
     hint = "; Ctrl-C to leave" if live else ""
     return Group(table, Text(f"updated {fmt_time(snap['time'])}{hint}", style="dim"))

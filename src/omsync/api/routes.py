@@ -7,8 +7,9 @@ about the request it sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -146,6 +147,17 @@ async def _task(services: Services, project_id: str, task_id: str) -> Mapping[st
         raise not_found(task_id) from exc
 
 
+@contextlib.asynccontextmanager
+async def _task_transition(task_id: str) -> AsyncIterator[None]:
+    """Map a lifecycle change's refusals: unknown task → 404, wrong status → 400 OMSYNC.0409."""
+    try:
+        yield
+    except TaskNotFound as exc:
+        raise not_found(task_id) from exc
+    except TaskBusy as exc:
+        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+
+
 def _epoch_ms(name: str, value: str | None) -> int:
     if value is None or value == "":
         raise invalid(name, "is required")
@@ -242,12 +254,8 @@ async def show_sync_task(
 @router.delete("/{sync_task_id}")
 async def delete_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
     """DeleteSyncTask: only a STOPPED task; removes its ledger and statistics."""
-    try:
+    async with _task_transition(sync_task_id):
         await services.tasks.delete(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
-    except TaskBusy as exc:
-        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
     metrics.forget_task(sync_task_id)
     return Response(status_code=200)
 
@@ -258,17 +266,11 @@ async def start_sync_task(
 ) -> Response:
     """StartSyncTask: STOPPED → SYNCHRONIZING with the credentials given again."""
     body = await parse_body(request, StartSyncTaskReq, allow_empty=True)
-    row = await _task(services, project_id, sync_task_id)
     for name in ("src_crypto_type", "dst_crypto_type", "source_cdn_crypto_type"):
         if getattr(body, name) == "KMS":
             raise invalid(name, "KMS encryption is not supported by omsync")
-    del row
-    try:
+    async with _task_transition(sync_task_id):
         await services.tasks.start(project_id, sync_task_id, body.model_dump())
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
-    except TaskBusy as exc:
-        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
     services.work_arrived()
     return Response(status_code=200)
 
@@ -276,12 +278,8 @@ async def start_sync_task(
 @router.post("/{sync_task_id}/stop")
 async def stop_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
     """StopSyncTask: SYNCHRONIZING → STOPPED; pending keys wait in the ledger until started."""
-    try:
+    async with _task_transition(sync_task_id):
         await services.tasks.stop(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
-    except TaskBusy as exc:
-        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
     return Response(status_code=200)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from omsync.domain.stats import FIVE_MINUTES_MS, ONE_HOUR_MS, bucket_start
+from omsync.humanize import format_bytes
 
 WIDTH, HEIGHT = 720, 150
 LEFT, RIGHT, TOP, BOTTOM = 64, 8, 10, 22
@@ -64,16 +65,6 @@ def window(now_ms: int, hours: int) -> tuple[int, int]:
     current (partial) bucket included."""
     buckets = hours * ONE_HOUR_MS // FIVE_MINUTES_MS
     return bucket_start(now_ms) - (buckets - 1) * FIVE_MINUTES_MS, now_ms
-
-
-def format_bytes(value: int) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"  # pragma: no cover - the loop always returns
 
 
 def format_count(value: int) -> str:

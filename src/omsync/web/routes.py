@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 
 from omsync.domain.model import TaskStatus
 from omsync.domain.stats import month_range
+from omsync.humanize import format_bytes
 from omsync.ledger.queue import TaskNotFound, now_ms
 from omsync.ledger.tasks import TaskBusy
 from omsync.secrets import SecretError
@@ -133,7 +134,7 @@ _env = Environment(
 )
 _env.filters.update(
     timestamp=_timestamp, duration=_duration, latency=_latency, show_key=_show_key,
-    bytes=charts.format_bytes, count=charts.format_count, urlpart=lambda s: quote(str(s), safe=""),
+    bytes=format_bytes, count=charts.format_count, urlpart=lambda s: quote(str(s), safe=""),
 )
 
 
