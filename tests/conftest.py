@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures: one PostgreSQL per run)
 from tests.servers import S3Server, start_moto, start_seaweedfs
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from omsync.config import Settings
 from omsync.services import Services
-from tests.postgres import PostgresServer, postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -336,9 +336,12 @@ class Engine:
             except Exception:
                 log.exception("renewing %d leases failed", len(rows))
                 continue
-            if renewed < len(rows):
+            # Copies that finished while the renewal waited are no longer leased: not lost.
+            asked = set(rows)
+            still = sum(1 for claim in self._inflight.values() if claim.row_id in asked)
+            if renewed < still:
                 log.info("%d of %d in-flight keys lost their lease (taken over or released); "
-                         "their outcomes will not be recorded here", len(rows) - renewed, len(rows))
+                         "their outcomes will not be recorded here", still - renewed, still)
 
     # -- one key --------------------------------------------------------------------------------
 
