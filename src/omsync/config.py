@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_concurrency: int = Field(default=4, ge=1, le=64)
+    shutdown_seconds: float = Field(default=20.0, ge=0, description="On SIGTERM, how long in-flight copies may finish before they are cancelled and handed back.")
     object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")
     store_timeout_seconds: float = Field(default=60.0, gt=0)
 

@@ -36,7 +36,7 @@ async def start_workers(services: Services) -> WorkerRuntime:
     engine = Engine(services.settings, services.db, services.ledger, services.tasks, factory)
     services.listeners.append(engine)
     await engine.start()
-    return WorkerRuntime(services, engine, factory)
+    return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds)
 
 
 async def run_worker_until_signalled(settings: Settings, signals: Iterable[signal.Signals]) -> None:
