@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests import waiting
 from tests.e2e.conftest import Sync
 from tests.e2e.test_sync_cross import failed_objects
 from tests.faultproxy import FaultProxy, in_bucket, running_proxy
@@ -56,14 +57,7 @@ def crash_sync(moto_s3: S3Server, proxy: FaultProxy, make_sync: Any) -> Sync:
 
 
 def wait_for(what: str, check: Any, timeout: float = STEP_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, check, timeout)
 
 
 def open_uploads(moto_s3: S3Server, bucket: str) -> list[tuple[str, str]]:

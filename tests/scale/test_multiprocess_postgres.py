@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from omsync.runtime import WorkerRuntime
+from tests import waiting
 from tests.scale.cluster import Cluster
 from tests.scale.timed_proxy import Span, TimedProxy
 from tests.servers import S3Server
@@ -117,11 +118,7 @@ def post_events(cluster: Cluster, s3: S3Server, task_id: str, src: str, client_n
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, cluster: Cluster) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
-        time.sleep(0.1)
+    waiting.wait_for(what, check, timeout, context=cluster.logs, interval=0.1)
 
 
 def test_three_workers_one_killed_one_terminated_every_key_settles_byte_exact(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from omsync.runtime import WorkerRuntime
+from tests import waiting
 from tests.scale.cluster import Cluster
 from tests.scale.timed_proxy import TimedProxy
 from tests.servers import S3Server
@@ -45,14 +46,7 @@ def content(key: str) -> bytes:
 
 
 def wait_for(what: str, check: Callable[[], Any], cluster: Cluster, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, check, timeout, context=cluster.logs)
 
 
 def ledger_rows(cluster: Cluster, task_id: str) -> dict[str, tuple[Any, ...]]:
