@@ -134,6 +134,9 @@ class Capabilities:
         raise StoreError(ErrorKind.UNSUPPORTED, problem, code="UnsupportedKey")
 
 
+UNKNOWN_SIZE = -1  # ObjectInfo.size of a write's answer that does not report the object's size
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """Result of ``head``: what the engine compares and records."""
@@ -160,6 +163,10 @@ class PutOptions:
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None
     content_md5: str | None = None        # base64 MD5 the store should verify, when known
+    # server_copy only: keep the source object's Content-Type and user metadata as they are
+    # (S3 ``x-amz-metadata-directive: COPY``) instead of replacing them with the fields above;
+    # ``storage_class`` still applies. Lets a copy skip the HEAD that would read them.
+    copy_metadata: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +228,10 @@ class ObjectStore(Protocol):
     async def server_copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
                           options: PutOptions) -> ObjectInfo:
         """Copy within this store without streaming (at most ``max_server_copy`` bytes),
-        replacing metadata with ``options``. Returns the copy (``from_head`` when the store
-        read it back after writing it)."""
+        replacing metadata with ``options`` (or keeping the source's when
+        ``options.copy_metadata``). Returns the copy: either read back (``from_head``) or the
+        copy request's own answer (ETag and last-modified of the new object; ``size`` may then
+        be ``UNKNOWN_SIZE``)."""
         ...
 
     async def delete(self, bucket: str, key: str) -> None:
@@ -230,8 +239,11 @@ class ObjectStore(Protocol):
         ...
 
     async def list(self, bucket: str, prefix: str = "", token: str | None = None,
-                   limit: int = 1000) -> ListPage:
-        """One page of objects whose key starts with ``prefix``, in key order."""
+                   limit: int = 1000, start_after: str | None = None) -> ListPage:
+        """One page of objects whose key starts with ``prefix``, in key order.
+
+        ``start_after`` (first page only; ignored with ``token``) starts the listing after that
+        key, as S3's ``StartAfter``: only keys greater than it (UTF-8 byte order) are listed."""
         ...
 
     async def close(self) -> None:
