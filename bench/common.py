@@ -219,13 +219,18 @@ class Omsync:
             self._local.client = client
         return client
 
-    def create_task(self, server: S3Server, src_bucket: str, dst_bucket: str, *, server_side: bool) -> str:
+    def create_task(self, server: S3Server, src_bucket: str, dst_bucket: str, *, server_side: bool,
+                    metadata: bool = False) -> str:
+        """A task from ``src_bucket`` to ``dst_bucket`` (same cloud type on both sides when
+        ``server_side``, else two cloud types naming the same server); ``metadata`` turns on
+        ``enable_metadata_migration``."""
         src_cloud, src_region = SAME_SIDE if server_side else OTHER_SIDE
         body = CreateSyncTaskReq(
             src_cloud_type=src_cloud, src_region=src_region, src_bucket=src_bucket,
             src_ak=server.access_key, src_sk=server.secret_key,
             dst_ak=server.access_key, dst_sk=server.secret_key,
             dst_region=SAME_SIDE[1], dst_bucket=dst_bucket,
+            enable_metadata_migration=metadata,
         )
         return str(self.client().create_sync_task(CreateSyncTaskRequest(body=body)).sync_task_id)
 

@@ -119,9 +119,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = services if services is not None else await Services.open(settings)
         runner = None
         if own and settings.workers > 0:
-            from omsync.runtime import start_workers
+            from omsync.runtime import start_copying
 
-            runner = await start_workers(app.state.services)
+            runner = await start_copying(app.state.services)
         try:
             yield
         finally:

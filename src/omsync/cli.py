@@ -66,15 +66,19 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
-    workers: Annotated[int | None, typer.Option(help="Concurrent copies in this process; 0 = API only.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Concurrent copies per worker process; 0 = API only.")] = None,
+    worker_processes: Annotated[int | None, typer.Option(
+        help="Copy worker processes beside the API (default: one per CPU core beyond the first); "
+             "0 = copy inside the API process.")] = None,
 ) -> None:
-    """Run the API and the sync workers in one process (migrates the database first)."""
+    """Run the API and the sync workers (migrates the database first)."""
     import uvicorn
 
     from omsync.app import create_app
     from omsync.logs import configure_logging
 
-    settings = _settings(data_dir, database_url, host=host, port=port, workers=workers)
+    settings = _settings(data_dir, database_url, host=host, port=port, workers=workers,
+                         worker_processes=worker_processes)
     configure_logging(settings)
     logging.getLogger("omsync").info(
         "omsync serving on http://%s:%s (database %s)", settings.host, settings.port,

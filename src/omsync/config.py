@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -40,12 +41,14 @@ class Settings(BaseSettings):
     fs_roots: list[Path] = Field(default_factory=list, description="Local directories that 'Local' tasks may use as buckets' parents.")
 
     # Engine
-    workers: int = Field(default=16, ge=0, le=1024, description="Concurrent copies per process; 0 runs the API without workers.")
+    workers: int = Field(default=64, ge=0, le=1024, description="Concurrent copies per process; 0 runs the API without workers.")
+    worker_processes: int | None = Field(default=None, ge=0, le=256, description="Copy worker processes `serve` runs beside its API process; unset: one per CPU core beyond the first (at least one); 0: copy inside the API process.")
     lease_seconds: float = Field(default=60.0, gt=0, description="How long a claimed key stays owned without a renewal.")
     poll_interval_seconds: float = Field(default=0.2, gt=0, description="How often idle workers look for due keys written by other processes.")
     max_attempts: int = Field(default=5, ge=1, description="Copy attempts for retryable errors before FAILURE retries_exhausted.")
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    server_side_copy: bool = Field(default=True, description="Copy server-side (CopyObject) when both sides of a task resolve to the same endpoint URL with the same credentials; false streams every copy through omsync.")
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_concurrency: int = Field(default=4, ge=1, le=64)
@@ -75,6 +78,16 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"endpoint for {name!r} must start with http:// or https://")
         return value
+
+    @property
+    def copy_processes(self) -> int:
+        """Worker processes ``serve`` starts: ``worker_processes``, or one per core beyond the
+        first (at least one) when unset; 0 when this process has no copy slots at all."""
+        if self.workers == 0:
+            return 0
+        if self.worker_processes is not None:
+            return self.worker_processes
+        return max(1, (os.cpu_count() or 1) - 1)
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -12,6 +12,7 @@ from omsync.config import Settings
 from omsync.engine.factory import StoreFactory
 from omsync.engine.worker import Engine
 from omsync.services import Services
+from omsync.supervisor import WorkerProcesses, watch_wake_pipe
 
 log = logging.getLogger("omsync.worker")
 
@@ -39,6 +40,31 @@ async def start_workers(services: Services) -> WorkerRuntime:
     return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds)
 
 
+class _ProcessRuntime:
+    """Copy worker processes of ``serve``, woken by the API's event commits."""
+
+    def __init__(self, services: Services, processes: WorkerProcesses) -> None:
+        self.services = services
+        self.processes = processes
+
+    async def stop(self) -> None:
+        if self.processes in self.services.listeners:
+            self.services.listeners.remove(self.processes)
+        await self.processes.stop(self.services.settings.shutdown_seconds)
+
+
+async def start_copying(services: Services) -> WorkerRuntime | _ProcessRuntime:
+    """Start copying for ``serve``: in ``settings.copy_processes`` worker processes beside this
+    one, or in this process when that is 0. The result's ``stop()`` drains it."""
+    count = services.settings.copy_processes
+    if count == 0:
+        return await start_workers(services)
+    processes = WorkerProcesses(services.settings, count)
+    await processes.start()
+    services.listeners.append(processes)
+    return _ProcessRuntime(services, processes)
+
+
 async def run_worker_until_signalled(settings: Settings, signals: Iterable[signal.Signals]) -> None:
     """Run workers until one of ``signals`` arrives, then stop claiming and drain gracefully."""
     services = await Services.open(settings)
@@ -47,6 +73,8 @@ async def run_worker_until_signalled(settings: Settings, signals: Iterable[signa
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     runtime = await start_workers(services)
+    # A child of ``serve``: woken through its pipe, and stopped when the API process is gone.
+    watch_wake_pipe(loop, runtime.engine.notify, stop.set)
     log.info("worker started with %d copy slots", settings.workers)
     try:
         await stop.wait()

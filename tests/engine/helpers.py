@@ -140,6 +140,9 @@ class FixedStores:
     async def destination(self, spec: TaskSpec) -> ObjectStore:
         return self.dst
 
+    def server_side(self, spec: TaskSpec) -> bool:
+        return self.src is self.dst
+
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""

@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from omsync.config import Settings
-from omsync.domain.decisions import ObjectFacts, decide, verify
-from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, TaskSpec
+from omsync.domain.decisions import Action, Decision, ObjectFacts, decide, verify
+from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, OverwriteMode, TaskSpec
+from omsync.engine.prefetch import Absent, Known
 from omsync.engine.retry import CopyError, Side
 from omsync.stores.base import ErrorKind, ObjectInfo, ObjectStore, PutOptions, StoreError
 from omsync.stores.crc64 import Crc64
@@ -38,6 +41,7 @@ log = logging.getLogger("omsync.engine.copier")
 SRC_ETAG_META = "omsync-src-etag"
 SRC_MTIME_META = "omsync-src-mtime"
 OWN_META_PREFIX = "omsync-"
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 _T = TypeVar("_T")
 
@@ -103,6 +107,7 @@ class _Written:
     crc64: int | None
     size: int | None
     how: str
+    md5: str | None = None  # hex MD5 of the bytes streamed in one PUT
 
 
 async def _on(side: Side, call: Awaitable[_T]) -> _T:
@@ -178,7 +183,9 @@ class Copier:
     # -- public ---------------------------------------------------------------------------------
 
     async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore,
-                   *, uploads: UploadTracker | None = None, bandwidth: Bandwidth | None = None) -> Outcome:
+                   *, uploads: UploadTracker | None = None, bandwidth: Bandwidth | None = None,
+                   server_side: bool | None = None, listed_source: Known | None = None,
+                   listed_destination: Known | None = None) -> Outcome:
         """Copy ``key`` from ``spec.src_bucket`` in ``source`` to ``spec.dst_bucket`` in
         ``destination``.
 
@@ -189,6 +196,14 @@ class Copier:
         ``bandwidth`` paces the bytes: a streamed copy draws each chunk it reads from it before
         passing the chunk on, a server-side copy draws the object's size before asking for it.
 
+        ``server_side`` says whether the destination store can read the source bucket itself
+        (same endpoint and credentials); ``None`` means "when both stores are the same object".
+        ``listed_source`` / ``listed_destination`` are what a listing already settled about the
+        key (:mod:`omsync.engine.prefetch`): a listed object or ``ABSENT``; ``None`` = unknown,
+        HEAD it. A listed source lacks Content-Type and user metadata, so it is HEADed anyway
+        when the write needs them (every write except a server-side copy that keeps the
+        source's metadata, i.e. ``enable_metadata_migration``).
+
         Returns SUCCESS (``size`` = bytes copied, ``message`` = how it was copied and verified)
         or SKIP (``reason`` from the overwrite decision, e.g. ``not_modified``, ``exists``,
         ``crc64_equal``; ``same_object`` when source and destination are the same object).
@@ -197,20 +212,38 @@ class Copier:
         retryable CORRUPT ``verify_failed`` after a bad copy was removed; the caller classifies
         it with the retry policy. Cancellation propagates after cleanup.
         """
-        same_store = source is destination
+        same_store = source is destination if server_side is None else server_side
         if same_store and spec.src_bucket == spec.dst_bucket:
             return Outcome(OutcomeKind.SKIP, reason="same_object",
                            message="source and destination are the same object")
         self._check_key(key, source, Side.SOURCE)
         self._check_key(key, destination, Side.DESTINATION)
 
-        src = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
-        before = await self._head_destination(destination, spec.dst_bucket, key)
-        decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before is not None else None)
+        if isinstance(listed_source, Absent):
+            raise CopyError(Side.SOURCE, StoreError(ErrorKind.NOT_FOUND, "source object not found (listed)",
+                                                    code="NoSuchKey"))
+        src = (listed_source if isinstance(listed_source, ObjectInfo)
+               else await _on(Side.SOURCE, source.head(spec.src_bucket, key)))
+        if listed_destination is None and spec.overwrite_mode is OverwriteMode.FULL:
+            # Whatever is at the destination gets overwritten: no need to look.
+            decision = Decision(Action.COPY, "full_overwrite")
+        else:
+            if listed_destination is not None:
+                before = None if isinstance(listed_destination, Absent) else listed_destination
+            else:
+                before = await self._head_destination(destination, spec.dst_bucket, key)
+            decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before is not None else None)
         if not decision.copy:
             return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
 
+        keep_metadata = (same_store and spec.enable_metadata_migration
+                         and src.size <= self.limits.multipart_threshold
+                         and destination.capabilities.server_side_copy)
+        if listed_source is not None and not keep_metadata:
+            src = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
         options = self._options(spec, src, destination)
+        if keep_metadata:
+            options = PutOptions(storage_class=options.storage_class, copy_metadata=True)
         written = await self._write(spec, key, src, source, destination, options, same_store, uploads, bandwidth)
         note = await self._verify(spec, key, src, destination, written)
         message = f"{decision.reason}; {written.how}; {note}"
@@ -363,7 +396,7 @@ class Copier:
         options = PutOptions(content_type=options.content_type, metadata=options.metadata,
                              storage_class=options.storage_class, content_md5=md5)
         info = await _on(Side.DESTINATION, destination.put(spec.dst_bucket, key, body, options))
-        return _Written(info, crc.value, len(body), "streamed")
+        return _Written(info, crc.value, len(body), "streamed", md5=digest.hexdigest())
 
     async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                                 destination: ObjectStore, options: PutOptions,
@@ -473,9 +506,8 @@ class Copier:
         The destination is read back by a HEAD, unless the write's own answer already is one
         (``from_head``: a store that HEADs the object after a server-side copy or a multipart
         completion): a second HEAD would read the same stored object again."""
-        if written.info.from_head:
-            after: ObjectInfo | None = written.info
-        else:
+        after = self._answered(spec, src, destination, written)
+        if after is None:
             after = await self._head_destination(destination, spec.dst_bucket, key)
         facts = _facts(after) if after is not None else None
         skew = self.limits.clock_skew_seconds
@@ -502,6 +534,30 @@ class Copier:
             detail += "; the destination object was left alone (not written by this copy)"
         raise CopyError(Side.DESTINATION, StoreError(
             ErrorKind.CORRUPT, f"verification failed: {detail}", code="verify_failed"))
+
+    @staticmethod
+    def _answered(spec: TaskSpec, src: ObjectInfo, destination: ObjectStore, written: _Written) -> ObjectInfo | None:
+        """The destination object as the write's own answer proves it to be, or ``None`` when
+        only a read-back can tell.
+
+        An answer read back by the store (``from_head``) is the object. Otherwise the answer's
+        ETag is the MD5 of what the server stored (single-part writes): equal to the MD5 of the
+        bytes streamed through omsync, or to the source's single-part ETag for a server-side
+        copy, it proves the content, hence the size. A CRC-64 check against a destination that
+        exposes CRC-64 still reads the object back."""
+        info = written.info
+        if info.from_head:
+            return info
+        if spec.consistency_check is ConsistencyCheck.CRC64 and destination.capabilities.crc64ecma:
+            return None
+        etag = (info.etag or "").lower()
+        if not _MD5_HEX.fullmatch(etag):
+            return None
+        proven = (written.md5 is not None and etag == written.md5) or (
+            written.md5 is None and src.etag is not None and etag == src.etag.lower())
+        if not proven:
+            return None
+        return dataclasses.replace(info, size=src.size if written.size is None else written.size)
 
     @staticmethod
     def _ours(written: ObjectInfo, current: ObjectInfo) -> bool:

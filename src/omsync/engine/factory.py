@@ -3,11 +3,13 @@
 A side is ``(cloud type, region, credentials)``. S3-compatible clouds resolve through the
 provider profiles and the ``endpoints`` setting into an :class:`~omsync.stores.s3.S3Store`;
 ``Local`` is one :class:`~omsync.stores.fs.FsStore` over ``fs_roots``. Sides with the same
-endpoint, signing region, dialect and credentials get the *same* store object, which is how the
-copier recognises that a server-side copy is possible; S3 stores with the same endpoint and
-credentials also share one aiobotocore client and its connection pool. Every store is wrapped
-in an :class:`~omsync.stores.instrumented.InstrumentedStore` (labelled with the cloud type), so
-each request is timed for the metrics.
+endpoint, signing region, dialect and credentials share one store and its S3 client. Every
+store is wrapped in an :class:`~omsync.stores.instrumented.InstrumentedStore` (labelled with the
+cloud type), so each request is timed for the metrics.
+
+Whether a task's copies can be server-side is decided here, explicitly (:meth:`server_side`):
+both sides resolve to the same endpoint URL with the same credentials, whatever their cloud
+types are called (two names for one server are one server), or both are local directories.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class StoreFactory:
         # Resolving the endpoint and hashing the secret cost more than a dict lookup on every
         # key; settings do not change for the factory's lifetime, so a side maps to one store.
         self._sides: dict[_SideKey, ObjectStore] = {}
+        self._identities: dict[_SideKey, tuple[str, ...]] = {}
         self._fs: ObjectStore | None = None
 
     async def source(self, spec: TaskSpec) -> ObjectStore:
@@ -71,23 +74,39 @@ class StoreFactory:
         """The destination side's store (see :meth:`source`)."""
         return self.store(spec.dst_cloud_type, spec.dst_region, spec.dst, side="dst")
 
+    def server_side(self, spec: TaskSpec) -> bool:
+        """Whether the destination store can copy from the source bucket itself: both sides
+        resolve to the same endpoint URL with the same credentials (and the
+        ``server_side_copy`` setting allows it), or both are local.
+        Raises ``StoreError`` like :meth:`source` when a side cannot be resolved."""
+        src = self._identity(spec.src_cloud_type, spec.src_region, spec.src, "src")
+        dst = self._identity(spec.dst_cloud_type, spec.dst_region, spec.dst, "dst")
+        return src == dst and (self.settings.server_side_copy or src == ("local",))
+
+    def _identity(self, cloud_type: CloudType, region: str, credentials: Credentials, side: str) -> tuple[str, ...]:
+        self.store(cloud_type, region, credentials, side=side)
+        return self._identities[(cloud_type, region, side, credentials)]
+
     def store(self, cloud_type: CloudType, region: str, credentials: Credentials, *, side: str = "") -> ObjectStore:
         """The shared store for one side; see the module docstring for what makes two sides share."""
         side_key = (cloud_type, region, side, credentials)
         known = self._sides.get(side_key)
         if known is not None:
             return known
-        store = self._build(cloud_type, region, credentials, side)
+        store, identity = self._build(cloud_type, region, credentials, side)
         if len(self._sides) >= _SIDE_CACHE_LIMIT:
             self._sides.clear()
+            self._identities.clear()
         self._sides[side_key] = store
+        self._identities[side_key] = identity
         return store
 
-    def _build(self, cloud_type: CloudType, region: str, credentials: Credentials, side: str) -> ObjectStore:
+    def _build(self, cloud_type: CloudType, region: str, credentials: Credentials,
+               side: str) -> tuple[ObjectStore, tuple[str, ...]]:
         if cloud_type is CloudType.LOCAL:
             if self._fs is None:
                 self._fs = InstrumentedStore(FsStore(self.settings.fs_roots), cloud_type.value)
-            return self._fs
+            return self._fs, ("local",)
         try:
             resolved = resolve_endpoint(cloud_type.value, region, self.settings.endpoints, side=side or None)
         except EndpointError as exc:
@@ -105,7 +124,7 @@ class StoreFactory:
                                      timeout=self.settings.store_timeout_seconds),
                 cloud_type.value)
             self._stores[key] = store
-        return store
+        return store, ("s3", resolved.url, credentials.access_key, secret_digest)
 
     async def close(self) -> None:
         """Close every store built here (S3 clients close when their last user lets go)."""

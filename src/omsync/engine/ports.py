@@ -12,12 +12,15 @@ from omsync.stores.base import ObjectStore
 class StoreProvider(Protocol):
     """Stores for the two sides of a task.
 
-    Both methods raise ``StoreError`` (e.g. INVALID ``invalid_endpoint``) when the side cannot
-    be reached as configured. When source and destination share endpoint and credentials the
-    *same* store object is returned for both, which is how the copier knows a server-side copy
-    is possible.
+    Every method raises ``StoreError`` (e.g. INVALID ``invalid_endpoint``) when a side cannot
+    be reached as configured.
     """
 
     async def source(self, spec: TaskSpec) -> ObjectStore: ...
 
     async def destination(self, spec: TaskSpec) -> ObjectStore: ...
+
+    def server_side(self, spec: TaskSpec) -> bool:
+        """Whether the destination store can copy from the source bucket itself (same endpoint
+        and credentials): then copies are server-side, else streamed."""
+        ...

@@ -28,16 +28,18 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from omsync import metrics
 from omsync.config import Settings
 from omsync.db import Database
-from omsync.domain.model import Outcome, OutcomeKind, TaskSpec
+from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, OverwriteMode, TaskSpec
 from omsync.engine.copier import Copier, CopyLimits
 from omsync.engine.factory import addressed
 from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
+from omsync.engine.prefetch import MIN_KEYS, Known, Listing, list_facts
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.engine.throttle import Throttles
 from omsync.ledger.queue import Claim, FinishResult, Ledger, TaskNotFound
@@ -70,6 +72,15 @@ async def _complete(call: Awaitable[_T]) -> _T:
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+@dataclass
+class _Sides:
+    """What the batch's listings settled (see :mod:`omsync.engine.prefetch`), shared by its keys."""
+
+    server_side: bool | None = None
+    source: dict[str, Known] = field(default_factory=dict)
+    destination: dict[str, Known] = field(default_factory=dict)
 
 
 class _LedgerUploads:
@@ -188,12 +199,16 @@ class Engine:
         self.lists = ObjectListWriter(db, tasks, stores) if object_lists else None
         self._finisher = _FinishBatcher(ledger, self.owner)
         self._wake = asyncio.Event()
-        self._inflight: dict[asyncio.Task[None], Claim] = {}
+        self._inflight: dict[int, Claim] = {}  # row id -> claim, for every key being copied
+        self._jobs: dict[asyncio.Task[None], list[Claim]] = {}  # one job per claimed batch of a task
         self._specs: dict[str, tuple[float, TaskSpec]] = {}
         self.throttles = Throttles()
         self._limited: set[str] = set()  # tasks with any limit: a claim may have held keys back
         self._limits_due = 0.0
         self._backlog = False
+        # With a backlog, claim again once this many slots are free rather than for every
+        # slot that frees up: a bigger batch shares one listing and one ledger transaction.
+        self._refill = max(1, settings.workers // 4)
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
@@ -243,13 +258,15 @@ class Engine:
         self._wake.set()
         with contextlib.suppress(Exception):
             await self._claimer
-        running = dict(self._inflight)
+        running = dict(self._jobs)
         if running:
             _, pending = await asyncio.wait(running, timeout=max(0.0, deadline))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            leftover = [running[task] for task in pending]
+            # Keys of cancelled jobs whose outcome was not recorded go back to the ledger.
+            leftover = [claim for task in pending for claim in running[task]
+                        if self._inflight.pop(claim.row_id, None) is not None]
             if leftover:
                 try:
                     await self.ledger.release(self.owner, leftover)
@@ -275,7 +292,7 @@ class Engine:
         wait = poll
         while not self._stopping:
             free = self.settings.workers - len(self._inflight)
-            if free > 0:
+            if free > 0 and (free >= self._refill or not self._backlog):
                 try:
                     await self._refresh_limits()
                     claims = await self.ledger.claim(self.owner, free, lease,
@@ -289,16 +306,20 @@ class Engine:
                 if self._stopping:
                     await self._release_quietly(claims)
                     return
-                busy = {claim.row_id for claim in self._inflight.values()}
+                batches: dict[str, list[Claim]] = {}
                 for claim in claims:
-                    if claim.row_id in busy:
+                    if claim.row_id in self._inflight:
                         # Our own lease ran out (a stalled renewal) and we re-claimed the key:
                         # the copy already running keeps it; the claim just renewed the lease.
                         continue
-                    task = asyncio.create_task(self._run(claim), name=f"omsync-copy-{claim.row_id}")
-                    self._inflight[task] = claim
+                    self._inflight[claim.row_id] = claim
+                    batches.setdefault(claim.task_id, []).append(claim)
+                for task_id, batch in batches.items():
+                    job = asyncio.create_task(self._run_batch(task_id, batch), name=f"omsync-copy-{task_id}")
+                    self._jobs[job] = batch
+                    job.add_done_callback(self._jobs.pop)
                 self._backlog = len(claims) == free
-                if self._backlog:
+                if self._backlog and self.settings.workers - len(self._inflight) >= self._refill:
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -345,16 +366,64 @@ class Engine:
 
     # -- one key --------------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run_batch(self, task_id: str, claims: list[Claim]) -> None:
+        """Copy a claimed batch of one task's keys, each in its own task; what a listing can
+        tell about many keys at once is read first (:mod:`omsync.engine.prefetch`)."""
         try:
-            await self._process(claim)
+            spec = await self._spec(task_id)
+        except Exception:
+            log.exception("reading task %s failed; its keys' leases will expire", task_id)
+            for claim in claims:
+                self._inflight.pop(claim.row_id, None)
+            return
+        if spec is None:
+            for claim in claims:  # the task was deleted, and its ledger rows with it
+                self._inflight.pop(claim.row_id, None)
+            return
+        try:
+            sides = await self._prefetch(spec, claims)
+        except Exception:
+            log.exception("listing keys of task %s failed; each key is looked up on its own", task_id)
+            sides = _Sides()
+        await asyncio.gather(*(self._run(claim, spec, sides) for claim in claims))
+
+    async def _prefetch(self, spec: TaskSpec, claims: list[Claim]) -> _Sides:
+        """Settle source and destination facts of the batch by listing, where that pays."""
+        sides = _Sides()
+        if len(claims) < MIN_KEYS:
+            return sides
+        try:
+            source = await self.stores.source(spec)
+            destination = await self.stores.destination(spec)
+            sides.server_side = self.stores.server_side(spec)
+        except StoreError:
+            return sides  # each key meets (and reports) the error itself
+        keys = [claim.key for claim in claims if not claim.orphan_uploads]
+        wants_source = (sides.server_side and spec.enable_metadata_migration
+                        and spec.consistency_check is not ConsistencyCheck.CRC64)
+        wants_destination = spec.overwrite_mode in (OverwriteMode.NO_OVERWRITE, OverwriteMode.SIZE_LAST_MODIFIED)
+        lookups: list[Awaitable[Listing]] = []
+        if wants_source:
+            lookups.append(list_facts(source, spec.src_bucket, keys))
+        if wants_destination:
+            lookups.append(list_facts(destination, spec.dst_bucket, keys))
+        found = await asyncio.gather(*lookups)
+        if wants_source:
+            sides.source = found.pop(0).known
+        if wants_destination:
+            sides.destination = found.pop(0).known
+        return sides
+
+    async def _run(self, claim: Claim, spec: TaskSpec, sides: _Sides) -> None:
+        try:
+            await self._process(claim, spec, sides)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("recording the outcome of key %r of task %s failed; its lease will expire",
                           claim.key, claim.task_id)
         finally:
-            self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._inflight.pop(claim.row_id, None)
             # A limited task's keys may have been held back by the last claim: claim again now
             # rather than at the next poll, or the limit would cost throughput.
             if (self._backlog or claim.task_id in self._limited) and not self._stopping:
@@ -374,12 +443,9 @@ class Engine:
         self._specs[task_id] = (now + SPEC_TTL_SECONDS, spec)
         return spec
 
-    async def _process(self, claim: Claim) -> None:
+    async def _process(self, claim: Claim, spec: TaskSpec, sides: _Sides) -> None:
         verdict: Verdict
         try:
-            spec = await self._spec(claim.task_id)
-            if spec is None:
-                return  # the task was deleted, and its ledger rows with it
             throttle = self.throttles.get(claim.task_id)
             if throttle is not None:
                 admitting = time.monotonic()
@@ -389,8 +455,11 @@ class Engine:
             source = await self.stores.source(spec)
             destination = await self.stores.destination(spec)
             await self._abort_orphans(claim, destination)
-            outcome = await self.copier.copy(spec, claim.key, source, destination,
-                                             uploads=_LedgerUploads(self.ledger, claim), bandwidth=throttle)
+            server_side = sides.server_side if sides.server_side is not None else self.stores.server_side(spec)
+            outcome = await self.copier.copy(
+                spec, claim.key, source, destination, uploads=_LedgerUploads(self.ledger, claim),
+                bandwidth=throttle, server_side=server_side,
+                listed_source=sides.source.get(claim.key), listed_destination=sides.destination.get(claim.key))
         except StoreError as exc:
             if exc.kind is ErrorKind.THROTTLED:
                 metrics.throttled(claim.task_id, "store")

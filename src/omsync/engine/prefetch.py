@@ -1,0 +1,103 @@
+"""Facts about many keys of one bucket from a listing instead of one HEAD per key.
+
+A claimed batch of keys of one task usually shares a prefix (an event names keys of one
+upload, a backfill walks a folder). On an S3 server one listed key costs a small fraction of a
+HEAD (SeaweedFS here: 0.018 ms of CPU against 0.23 ms), so one ListObjectsV2 of the keys'
+common prefix can stand in for their HEADs, as long as the listing is dense: it is asked for at
+most ``DENSITY`` times as many keys as the batch holds, and a key it cannot settle is simply
+left to its own HEAD.
+
+What a listing settles:
+
+* a key it lists: size, last-modified, ETag and storage class (no Content-Type, no user
+  metadata, no CRC: callers that need those still HEAD);
+* a key it does not list is *absent* only when the listing proves it: the listing of the prefix
+  ran to its end, or (for a store that lists in UTF-8 byte order) it went past the key.
+
+Anything else (listing failed, too sparse, a store listing in another order) is "unknown".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from omsync.stores.base import ObjectInfo, ObjectStore, StoreError
+
+log = logging.getLogger("omsync.engine.prefetch")
+
+DENSITY = 8           # listed keys allowed per wanted key
+MIN_KEYS = 4          # below this many keys, HEADs are as cheap as a listing
+MAX_LISTED = 1000     # one page at most
+
+
+class Absent:
+    """The listing proved that the key does not exist."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = Absent()
+
+Known = ObjectInfo | Absent
+"""A listed object, or proof of its absence."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one listing settled: ``known[key]`` for every key it settled."""
+
+    known: dict[str, Known]
+    listed: int
+
+
+def common_prefix(keys: Sequence[str]) -> str:
+    """The longest string every key starts with."""
+    # Character by character on purpose: keys are names, not paths.
+    return os.path.commonprefix(list(keys)) if keys else ""  # noqa: RUF071
+
+
+async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str]) -> Listing:
+    """Settle as many of ``keys`` (of ``bucket``) as one dense listing can.
+
+    Never raises: a failed listing settles nothing (each key then gets its own HEAD, which
+    reports the error properly)."""
+    wanted = set(keys)
+    if len(wanted) < MIN_KEYS:
+        return Listing({}, 0)
+    ordered = sorted(wanted)
+    prefix = common_prefix(ordered)
+    limit = min(MAX_LISTED, DENSITY * len(wanted))
+    in_order = store.capabilities.lists_in_key_order
+    start_after: str | None = None
+    if in_order:
+        # Every wanted key is >= the smallest one, and a proper prefix of a string sorts
+        # before it: listing after ``first[:-1]`` cannot skip a wanted key.
+        first = ordered[0]
+        if len(first) - 1 >= len(prefix) and len(first) > 0:
+            start_after = first[:-1] or None
+    try:
+        page = await store.list(bucket, prefix=prefix, limit=limit, start_after=start_after)
+    except StoreError as exc:
+        log.debug("listing %r for %d keys failed (%s); falling back to HEADs", prefix, len(wanted), exc)
+        return Listing({}, 0)
+    known: dict[str, Known] = {}
+    for info in page.keys:
+        if info.key in wanted:
+            known[info.key] = info
+    complete = page.next_token is None
+    if complete:
+        settled_up_to: str | None = None  # everything under the prefix after start_after was listed
+    elif in_order and page.keys:
+        settled_up_to = page.keys[-1].key
+    else:
+        return Listing(known, len(page.keys))
+    for key in ordered:
+        if key in known:
+            continue
+        if settled_up_to is None or key < settled_up_to:
+            known[key] = ABSENT
+    return Listing(known, len(page.keys))
