@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,13 +73,24 @@ def serve(
              "0 = copy inside the API process.")] = None,
 ) -> None:
     """Run the API and the sync workers (migrates the database first)."""
+    settings = _settings(data_dir, database_url, host=host, port=port, workers=workers,
+                         worker_processes=worker_processes)
+    if settings.copy_processes > 0:
+        # Before anything imports the metrics: the worker processes record into files that the
+        # API process adds up at /metrics.
+        import atexit
+        import shutil
+        import tempfile
+
+        shared = tempfile.mkdtemp(prefix="omsync-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        atexit.register(shutil.rmtree, shared, ignore_errors=True)
+
     import uvicorn
 
     from omsync.app import create_app
     from omsync.logs import configure_logging
 
-    settings = _settings(data_dir, database_url, host=host, port=port, workers=workers,
-                         worker_processes=worker_processes)
     configure_logging(settings)
     logging.getLogger("omsync").info(
         "omsync serving on http://%s:%s (database %s)", settings.host, settings.port,

@@ -33,6 +33,12 @@ template, never the raw path) and ``status``; ``omsync_build_info``; the client 
 
 No label ever carries a key, a credential or anything a client chose freely other than a task id
 that exists.
+
+When ``serve`` runs copy worker processes it sets ``PROMETHEUS_MULTIPROC_DIR`` for itself and its
+children before this module is imported: every process then records into files there (the
+client library's multiprocess mode), the API process's ``/metrics`` adds them up, and each worker
+publishes its slots and in-flight keys every second (:func:`publish_slots`). The ``process_*``
+and ``python_*`` metrics are then left out (they describe one process).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -71,12 +78,16 @@ log = logging.getLogger("omsync.metrics")
 # ``*_created`` series double the exposition and nobody graphs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-REGISTRY = CollectorRegistry()
-"""The registry :func:`render` exposes."""
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+"""True when several processes record into the shared directory (see the module docstring)."""
 
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
+REGISTRY = CollectorRegistry()
+"""The registry :func:`render` exposes (in multiprocess mode: this process's own collectors)."""
+
+if not MULTIPROCESS:
+    ProcessCollector(registry=REGISTRY)
+    PlatformCollector(registry=REGISTRY)
+    GCCollector(registry=REGISTRY)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """Content-Type of :func:`render`'s output (Prometheus text format 0.0.4)."""
@@ -99,7 +110,8 @@ def _per_task(metric: _M) -> _M:
     return metric
 
 
-BUILD_INFO = Gauge("omsync_build_info", "Always 1; the omsync version as a label.", ["version"], registry=REGISTRY)
+BUILD_INFO = Gauge("omsync_build_info", "Always 1; the omsync version as a label.", ["version"], registry=REGISTRY,
+                   multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
 
 EVENTS_ACCEPTED = _per_task(Counter(
@@ -249,18 +261,65 @@ async def refresh_pending(db: Database) -> bool:
     return True
 
 
+# Multiprocess mode: what each worker process publishes about its engines (summed over the
+# living processes at scrape time).
+_SLOTS = Gauge("omsync_worker_slots_published", "Copy slots of a worker process.", registry=None,
+               multiprocess_mode="livesum")
+_INFLIGHT = Gauge("omsync_task_keys_inflight_published", "Keys a worker process is copying.", ["task_id"],
+                  registry=None, multiprocess_mode="livesum")
+_published: set[str] = set()
+
+
+def publish_slots() -> None:
+    """Multiprocess mode, in a worker process: record this process's slots and in-flight keys
+    per task for the API process's ``/metrics`` (called every second)."""
+    slots, inflight = _slot_usage()
+    _SLOTS.set(slots)
+    for task_id in _published - set(inflight):
+        _INFLIGHT.labels(task_id).set(0)
+    for task_id, n in inflight.items():
+        _INFLIGHT.labels(task_id).set(n)
+    _published.clear()
+    _published.update(inflight)
+
+
+def _slot_usage() -> tuple[int, dict[str, int]]:
+    slots = 0
+    inflight: dict[str, int] = {}
+    for engine in list(_engines):
+        total, per_task = engine.slot_usage()
+        slots += total
+        for task_id, n in per_task.items():
+            inflight[task_id] = inflight.get(task_id, 0) + n
+    return slots, inflight
+
+
+def _published_usage(families: Iterable[Metric]) -> tuple[int, dict[str, int]]:
+    slots = 0
+    inflight: dict[str, int] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "omsync_worker_slots_published":
+                slots += int(sample.value)
+            elif sample.name == "omsync_task_keys_inflight_published" and sample.value:
+                task_id = sample.labels["task_id"]
+                inflight[task_id] = inflight.get(task_id, 0) + int(sample.value)
+    return slots, inflight
+
+
 class _StateCollector(Collector):
-    """Gauges computed at scrape time from the engines and the cached pending counts."""
+    """Gauges computed at scrape time from the engines (or, in multiprocess mode, from what the
+    worker processes published) and the cached pending counts."""
+
+    def __init__(self, published: Iterable[Metric] | None = None) -> None:
+        self._published = published
 
     def collect(self) -> Iterable[Metric]:
-        slots = busy = 0
-        inflight: dict[str, int] = {}
-        for engine in list(_engines):
-            total, per_task = engine.slot_usage()
-            slots += total
-            for task_id, n in per_task.items():
-                inflight[task_id] = inflight.get(task_id, 0) + n
-                busy += n
+        if self._published is None:
+            slots, inflight = _slot_usage()
+        else:
+            slots, inflight = _published_usage(self._published)
+        busy = sum(inflight.values())
         pending = GaugeMetricFamily("omsync_task_keys_pending",
                                     "Keys accepted and without a final outcome yet (in flight included).",
                                     labels=["task_id"])
@@ -283,9 +342,42 @@ REGISTRY.register(_StateCollector())
 
 
 def render() -> bytes:
-    """The exposition of :data:`REGISTRY` in the Prometheus text format (:data:`CONTENT_TYPE`).
+    """The exposition of :data:`REGISTRY` in the Prometheus text format (:data:`CONTENT_TYPE`),
+    or in multiprocess mode the sum over every process of ``serve``.
     Call :func:`refresh_pending` first for current pending counts."""
-    return generate_latest(REGISTRY)
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    files = CollectorRegistry()
+    multiprocess.MultiProcessCollector(files)  # type: ignore[no-untyped-call]
+    collected = list(files.collect())
+    families = [f for f in collected if not f.name.endswith("_published")]
+    published = [f for f in collected if f.name.endswith("_published")]
+    # Families nobody has recorded into yet are still announced (HELP and TYPE), as in one process.
+    seen = {f.name for f in families}
+    for family in REGISTRY.collect():
+        if family.name not in seen and family.type in ("counter", "histogram", "gauge") and \
+                family.name != "omsync_task_keys_pending":
+            empty = Metric(family.name, family.documentation, family.type)
+            families.append(empty)
+
+    class _Files(Collector):
+        def collect(self) -> Iterable[Metric]:
+            return families
+
+    merged = CollectorRegistry()
+    merged.register(_Files())
+    merged.register(_StateCollector(published))
+    return generate_latest(merged)
+
+
+def process_exited(pid: int) -> None:
+    """Multiprocess mode: drop a worker process's live gauges once it exited."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class Stopwatch:

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from omsync import metrics
 from omsync.config import Settings
 from omsync.engine.factory import StoreFactory
 from omsync.engine.worker import Engine
@@ -76,9 +77,22 @@ async def run_worker_until_signalled(settings: Settings, signals: Iterable[signa
     # A child of ``serve``: woken through its pipe, and stopped when the API process is gone.
     watch_wake_pipe(loop, runtime.engine.notify, stop.set)
     log.info("worker started with %d copy slots", settings.workers)
+    publisher = asyncio.create_task(_publish_slots(), name="omsync-slot-metrics") if metrics.MULTIPROCESS else None
     try:
         await stop.wait()
         log.info("stopping: finishing in-flight copies")
     finally:
+        if publisher is not None:
+            publisher.cancel()
         await runtime.stop()
         await services.close()
+
+
+async def _publish_slots() -> None:
+    """Multiprocess metrics: this worker's slots and in-flight keys, every second."""
+    while True:
+        try:
+            metrics.publish_slots()
+        except Exception:
+            log.debug("publishing slot metrics failed", exc_info=True)
+        await asyncio.sleep(1.0)

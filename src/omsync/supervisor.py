@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from omsync import metrics
 from omsync.config import Settings
 
 log = logging.getLogger("omsync.supervisor")
@@ -106,6 +107,7 @@ class WorkerProcesses:
                     continue
                 log.error("copy worker process %d (pid %d) exited with %s; starting it again",
                           child.number, child.proc.pid, code)
+                metrics.process_exited(child.proc.pid)
                 with contextlib.suppress(OSError):
                     os.close(child.wake)
                 try:
@@ -135,6 +137,7 @@ class WorkerProcesses:
                 await asyncio.to_thread(child.proc.wait)
             with contextlib.suppress(OSError):
                 os.close(child.wake)
+            metrics.process_exited(child.proc.pid)
         self._children = []
 
 
