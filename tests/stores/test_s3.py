@@ -1,4 +1,4 @@
-"""S3Store specifics: error mapping, header parsing, listing dialects, shared clients.
+"""S3Store specifics (on awscrt): error mapping, header parsing, listing dialects, shared clients.
 
 Error mapping is exercised against a tiny scripted HTTP server on 127.0.0.1 that answers with
 the status, headers and body a real S3 sends in that situation (throttling, auth failures,
@@ -111,12 +111,9 @@ def store_for(url: str, **kwargs: object) -> S3Store:
 @pytest.mark.parametrize(
     ("status", "code", "headers", "kind", "retryable", "retry_after"),
     [
-        (503, "SlowDown", {"Retry-After": "7"}, ErrorKind.THROTTLED, True, 7.0),
-        (429, "TooManyRequests", {}, ErrorKind.THROTTLED, True, None),
-        (503, "ServiceUnavailable", {}, ErrorKind.THROTTLED, True, None),
-        (500, "InternalError", {}, ErrorKind.TRANSIENT, True, None),
-        (502, "BadGatewayish", {}, ErrorKind.TRANSIENT, True, None),
-        (400, "RequestTimeout", {}, ErrorKind.TRANSIENT, True, None),
+        (429, "TooManyRequests", {"Retry-After": "7"}, ErrorKind.THROTTLED, True, 7.0),
+        (429, "SlowDown", {}, ErrorKind.THROTTLED, True, None),
+        (408, "Whatever", {}, ErrorKind.TRANSIENT, True, None),
         (403, "AccessDenied", {}, ErrorKind.PERMISSION, False, None),
         (403, "SignatureDoesNotMatch", {}, ErrorKind.PERMISSION, False, None),
         (403, "InvalidAccessKeyId", {}, ErrorKind.PERMISSION, False, None),
@@ -142,13 +139,41 @@ async def test_http_errors_map_to_kinds(
         await store.close()
     assert (error.value.kind, error.value.retryable, error.value.code) == (kind, retryable, code)
     assert error.value.retry_after == retry_after
-    assert len(scripted.requests) == 1  # botocore retries are off: the engine retries
+    assert len(scripted.requests) == 1  # the CRT client's retries are off: the engine retries
     assert "test-secret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind", "reported"),
+    [
+        (503, "SlowDown", ErrorKind.THROTTLED, "SlowDown"),
+        (503, "ServiceUnavailable", ErrorKind.THROTTLED, "SlowDown"),
+        (500, "InternalError", ErrorKind.TRANSIENT, "InternalError"),
+        (502, "BadGatewayish", ErrorKind.TRANSIENT, "InternalError"),
+        (504, "GatewayTimeout", ErrorKind.TRANSIENT, "InternalError"),
+        (400, "RequestTimeout", ErrorKind.TRANSIENT, "RequestTimeout"),
+    ],
+)
+async def test_answers_the_crt_client_reports_by_name_only(
+    scripted: ScriptedServer, status: int, code: str, kind: ErrorKind, reported: str,
+) -> None:
+    """The CRT client takes 5xx (but 501) and 400 RequestTimeout for retryable and, its retries
+    being off, reports them without status, headers or body: the kind is still right, the code
+    is inferred and a Retry-After is not seen."""
+    scripted.reply = Reply(status, error_body(code), {"Content-Type": "application/xml", "Retry-After": "7"})
+    store = store_for(scripted.url)
+    try:
+        with pytest.raises(StoreError) as error:
+            await store.put("bucket", "k", b"data", PutOptions())
+    finally:
+        await store.close()
+    assert (error.value.kind, error.value.retryable, error.value.code) == (kind, True, reported)
+    assert len(scripted.requests) == 1
 
 
 async def test_retry_after_as_http_date(scripted: ScriptedServer) -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    scripted.reply = Reply(503, error_body("SlowDown"), {"Retry-After": when})
+    scripted.reply = Reply(429, error_body("SlowDown"), {"Retry-After": when})
     store = store_for(scripted.url)
     try:
         with pytest.raises(StoreError) as error:
@@ -305,18 +330,22 @@ async def test_stores_with_the_same_endpoint_share_one_client(moto_s3: S3Server)
     bucket = moto_s3.make_bucket("shared-client")
     first, second = moto_store(moto_s3), moto_store(moto_s3)
     other_dialect = moto_store(moto_s3, S3Dialect(url_encoded_listing=False))
+    other_credentials = S3Store(moto_s3.endpoint_url, Credentials("other-access", "other-secret"),
+                                read_timeout=30)
     try:
         await first.put(bucket, "k", b"1", PutOptions())
         await second.head(bucket, "k")
         await other_dialect.head(bucket, "k")
-        assert first._client_obj is second._client_obj
-        assert first._client_obj is not other_dialect._client_obj
+        await other_credentials.head(bucket, "k")
+        assert first._client_obj is second._client_obj is other_dialect._client_obj
+        assert first._client_obj is not other_credentials._client_obj
         assert shared_client_count(moto_s3.endpoint_url) == 2
         await first.close()
+        await other_dialect.close()
         assert (await second.head(bucket, "k")).size == 1  # still open for the other user
     finally:
         await second.close()
-        await other_dialect.close()
+        await other_credentials.close()
     assert shared_client_count(moto_s3.endpoint_url) == 0
 
 

@@ -123,8 +123,12 @@ class InstrumentedStore:
     async def delete(self, bucket: str, key: str) -> None:
         await self._timed("delete", lambda: self.inner.delete(bucket, key))
 
-    async def list(self, bucket: str, prefix: str = "", token: str | None = None, limit: int = 1000) -> ListPage:
-        return await self._timed("list", lambda: self.inner.list(bucket, prefix, token, limit))
+    async def list(self, bucket: str, prefix: str = "", token: str | None = None, limit: int = 1000,
+                   start_after: str | None = None) -> ListPage:
+        if start_after is None:  # the call every backend has always accepted
+            return await self._timed("list", lambda: self.inner.list(bucket, prefix, token, limit))
+        return await self._timed(
+            "list", lambda: self.inner.list(bucket, prefix, token, limit, start_after=start_after))
 
     async def close(self) -> None:
         await self.inner.close()

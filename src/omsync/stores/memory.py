@@ -273,6 +273,9 @@ class MemoryStore:
             raise StoreError(ErrorKind.UNSUPPORTED, "source larger than the server-copy limit",
                              code="InvalidRequest")
         common.check_storage_class(self.capabilities, options)
+        if options.copy_metadata:
+            options = PutOptions(content_type=source.info.content_type, metadata=source.info.metadata,
+                                 storage_class=options.storage_class or source.info.storage_class)
         return self._store(bucket, key, source.data, common.md5_hex(source.data),
                            crc64ecma(source.data), options)
 
@@ -282,11 +285,12 @@ class MemoryStore:
         self._bucket(bucket).pop(key, None)
 
     async def list(self, bucket: str, prefix: str = "", token: str | None = None,
-                   limit: int = 1000) -> ListPage:
+                   limit: int = 1000, start_after: str | None = None) -> ListPage:
         await self._enter("list", bucket, prefix)
         objects = self._bucket(bucket)
         names = sorted(k for k in objects if k.startswith(prefix))
-        first = bisect.bisect_right(names, token) if token is not None else 0
+        after = token if token is not None else start_after
+        first = bisect.bisect_right(names, after) if after is not None else 0
         chosen = names[first:first + max(1, limit)]
         more = first + len(chosen) < len(names)
         return ListPage(
