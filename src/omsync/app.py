@@ -35,38 +35,57 @@ access_log = logging.getLogger("omsync.access")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 API_VERSION_UPDATED = "2020-04-01T12:00:00Z"
+UI_MAX_BODY_BYTES = 16 * 1024  # the dashboard's forms are small
 
 
 class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413 APIGW.0201, whether or not a length was sent."""
+    """Refuse bodies over ``max_bytes`` with 413 APIGW.0201, whether or not a length was sent.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Paths starting with one of ``small_paths`` (the dashboard's forms) get ``small_max_bytes``
+    instead. A declared length over the limit is refused before anything is read; a chunked
+    body is counted as it streams in and refused as soon as it passes the limit, so no more
+    than the limit is ever buffered."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, small_paths: tuple[str, ...] = (),
+                 small_max_bytes: int = 16 * 1024) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.small_paths = small_paths
+        self.small_max_bytes = small_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope.get("path", "")
+        limit = self.small_max_bytes if path.startswith(self.small_paths) else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        started = False
 
         async def limited() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
+                if seen > limit:
+                    raise BodyTooLarge
             return message
 
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+            await self.app(scope, limited, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = (
@@ -77,8 +96,8 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised from a body read that passed the limit; :class:`BodyLimit` answers 413."""
 
 
 def _versions(request: Request) -> list[Version]:
@@ -147,6 +166,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         try:
             try:
                 response = await call_next(request)
+            except BodyTooLarge:
+                raise  # answered 413 by BodyLimit
             except Exception:  # never leak a traceback to the client
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
@@ -159,7 +180,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_exception_handler(OmsError, errors.oms_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, small_paths=("/ui",),
+                       small_max_bytes=UI_MAX_BODY_BYTES)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

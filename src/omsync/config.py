@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_concurrency: int = Field(default=4, ge=1, le=64)
+    stream_memory_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024, description="Object bytes all streamed copies of one process may hold in memory at once (parts and single-request bodies).")
     shutdown_seconds: float = Field(default=20.0, ge=0, description="On SIGTERM, how long in-flight copies may finish before they are cancelled and handed back.")
     object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")
     store_timeout_seconds: float = Field(default=60.0, gt=0)
@@ -68,6 +69,24 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(default=False, description="One JSON object per log line instead of plain text.")
+
+    # Local directories granted per project (see omsync.local_roots)
+    fs_project_roots: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="Project id -> directories its 'Local' tasks may use; '*' grants to every project. "
+                    "Without a grant a project cannot use 'Local' at all.",
+    )
+
+    # HTTP listener hardening (see omsync.serving)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="A connection must deliver a complete request head within this time of opening or of its previous response, else it is closed.")
+    http_keepalive_seconds: int = Field(default=5, ge=1, le=3600, description="Idle time after a response before a keep-alive connection is closed.")
+    http_max_connections: int = Field(default=1000, ge=1, le=1_000_000, description="Open connections served at once; more are answered 503 and closed at once.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed; empty: none.")
+    dashboard_secure_cookies: bool = Field(default=False, description="Always mark dashboard cookies Secure (they are anyway when the request arrived over TLS).")
+
+    # Dashboard login throttling (see omsync.web.throttle)
+    login_max_failures: int = Field(default=5, ge=1, le=10_000, description="Failed dashboard logins per client address or per account before further attempts are refused for a while.")
+    login_lockout_seconds: float = Field(default=60.0, gt=0, le=86_400, description="First lock-out after too many failed logins; doubles with each further failure, up to 1 hour.")
 
     @field_validator("endpoints")
     @classmethod

@@ -160,3 +160,94 @@ async def test_bucket_may_be_a_root_itself(root: Path) -> None:
     store = FsStore([root])
     await store.put(str(root), "top", b"x", PutOptions())
     assert (root / "top").read_bytes() == b"x"
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("key", ["link/escaped.txt", "link/deeper/escaped.txt"])
+async def test_writes_never_follow_a_symlinked_directory_out_of_the_roots(tmp_path: Path, root: Path, bucket: str,
+                                                                         key: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, Path(bucket) / "link")
+    store = FsStore([root])
+    with pytest.raises(StoreError) as error:
+        await store.put(bucket, key, b"x", PutOptions())
+    assert error.value.kind is ErrorKind.PERMISSION
+    upload = await store.create_multipart(bucket, key, PutOptions())
+    etag = await store.upload_part(bucket, key, upload, 1, b"part")
+    with pytest.raises(StoreError) as error:
+        await store.complete_multipart(bucket, key, upload, [(1, etag)])
+    assert error.value.kind is ErrorKind.PERMISSION
+    await store.put(bucket, "src.txt", b"source", PutOptions())
+    with pytest.raises(StoreError) as error:
+        await store.server_copy(bucket, "src.txt", bucket, key, PutOptions())
+    assert error.value.kind is ErrorKind.PERMISSION
+    (outside / "keep.txt").write_bytes(b"keep")
+    with pytest.raises(StoreError) as error:
+        await store.delete(bucket, "link/keep.txt")
+    assert error.value.kind is ErrorKind.PERMISSION
+    assert _tree(outside) == ["keep.txt"]  # nothing created, removed or left outside the roots
+
+
+@pytest.mark.parametrize("hidden", [HIDDEN_DIR, f"{HIDDEN_DIR}/tmp", f"{HIDDEN_DIR}/meta", f"{HIDDEN_DIR}/uploads"])
+async def test_a_symlinked_working_directory_is_refused(tmp_path: Path, root: Path, bucket: str, hidden: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (Path(bucket) / hidden).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, Path(bucket) / hidden)
+    store = FsStore([root])
+    write = store.create_multipart(bucket, "a.txt", PutOptions()) if hidden.endswith("uploads") else \
+        store.put(bucket, "a.txt", b"x", PutOptions())
+    with pytest.raises(StoreError) as error:
+        await write
+    assert error.value.kind is ErrorKind.PERMISSION
+    assert _tree(outside) == []
+    assert not (Path(bucket) / "a.txt").exists()
+
+
+async def test_a_symlinked_file_is_replaced_not_written_through(tmp_path: Path, root: Path, bucket: str) -> None:
+    target = tmp_path / "target.txt"
+    target.write_bytes(b"untouched")
+    os.symlink(target, Path(bucket) / "file.txt")
+    store = FsStore([root])
+    await store.put(bucket, "file.txt", b"new", PutOptions())
+    assert target.read_bytes() == b"untouched"
+    assert not (Path(bucket) / "file.txt").is_symlink()
+    await store.delete(bucket, "file.txt")
+    assert target.read_bytes() == b"untouched"
+
+
+@pytest.mark.parametrize("where", ["inside", "above", "equal"])
+async def test_protected_paths_are_never_a_bucket(root: Path, where: str) -> None:
+    data = root / "data"
+    data.mkdir()
+    (data / "master.key").write_text("secret")
+    bucket = {"inside": data, "above": root, "equal": data}[where]
+    store = FsStore([root], protected=[data, data / "master.key"])
+    for attempt in (store.head(str(bucket), "master.key"), store.list(str(bucket)),
+                    store.put(str(bucket), "x.txt", b"x", PutOptions())):
+        with pytest.raises(StoreError) as error:
+            await attempt
+        assert error.value.kind is ErrorKind.PERMISSION
+
+
+async def test_list_start_after_is_exclusive_and_first_page_only(root: Path, bucket: str) -> None:
+    store = FsStore([root])
+    keys = ["a", "a/b", "a/c", "a-b", "b", "é", "z/ü"]
+    for key in keys:
+        await store.put(bucket, key.replace("a/", "dir/") if key.startswith("a/") else key, b"1", PutOptions())
+    stored = sorted(k.replace("a/", "dir/") if k.startswith("a/") else k for k in keys)
+    assert stored == sorted(stored, key=lambda k: k.encode("utf-8"))
+    page = await store.list(bucket, start_after="a-b")
+    assert [o.key for o in page.keys] == [k for k in stored if k.encode() > b"a-b"]
+    page = await store.list(bucket, start_after="dir/b")  # between two keys, inside a directory
+    assert [o.key for o in page.keys] == ["dir/c", "z/ü", "é"]
+    first = await store.list(bucket, limit=2, start_after="a")
+    assert [o.key for o in first.keys] == ["a-b", "b"]
+    second = await store.list(bucket, token=first.next_token, limit=10, start_after="zzz")
+    assert [o.key for o in second.keys] == ["dir/b", "dir/c", "z/ü", "é"]  # start_after ignored with a token
+    assert [o.key for o in (await store.list(bucket, start_after="é")).keys] == []
+    assert [o.key for o in (await store.list(bucket, prefix="dir/", start_after="dir/b")).keys] == ["dir/c"]

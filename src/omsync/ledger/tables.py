@@ -154,3 +154,13 @@ open_uploads = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_open_uploads_task_key", "task_id", "key"),
 )
+
+# Dashboard sessions ended by logout (omsync.web.session): a session id listed here is refused
+# until its expiry, after which the row may be dropped.
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),  # sha256 of the session's id
+    Column("expires_at", BigInteger, nullable=False),  # seconds since the epoch
+    Index("ix_revoked_sessions_expires", "expires_at"),
+)

@@ -13,6 +13,13 @@ written *before* the rename and names the inode it describes: a reader always pa
 its own sidecar, and a file changed by someone else (inode, size or mtime differ) simply has no
 metadata (``etag``/``crc64ecma`` ``None``). Multipart parts are staged in
 ``<bucket>/.omsync/uploads/<id>/`` and assembled into a temporary file that is renamed atomically.
+
+Nothing is written through a symbolic link: every write, rename, directory creation and removal
+walks from the resolved root one path component at a time with ``O_NOFOLLOW`` and acts
+relative to the directory descriptor it reached (``openat`` style), so a symlinked directory
+inside a bucket cannot send a write outside the roots; such a key fails with ``PERMISSION``
+before anything is created. Paths in ``protected`` (the data directory, the master key) are
+never a bucket, never inside one, and never read.
 """
 
 from __future__ import annotations
@@ -32,11 +39,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from omsync.stores import _common as common
 from omsync.stores.base import Capabilities, ErrorKind, ListPage, ObjectInfo, PutOptions, StoreError
 from omsync.stores.crc64 import Crc64
+
+if TYPE_CHECKING:
+    from omsync.config import Settings
 
 HIDDEN_DIR = ".omsync"
 _COPY_CHUNK = 1024 * 1024
@@ -63,12 +73,21 @@ FS_CAPABILITIES = Capabilities(
 )
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 @dataclass(frozen=True)
 class _Written:
-    path: str
+    name: str  # file name inside <bucket>/.omsync/tmp
     md5: str
     crc: int
     size: int
+
+
+def _escape(what: str = "path") -> StoreError:
+    return StoreError(ErrorKind.PERMISSION, f"{what} leaves the bucket through a symbolic link",
+                      code="AccessDenied")
 
 
 def _os_error(exc: OSError, what: str) -> StoreError:
@@ -77,6 +96,8 @@ def _os_error(exc: OSError, what: str) -> StoreError:
         return StoreError(ErrorKind.NOT_FOUND, f"{what}: not found", code="NoSuchKey")
     if isinstance(exc, PermissionError):
         return StoreError(ErrorKind.PERMISSION, f"{what}: permission denied", code="AccessDenied")
+    if exc.errno == errno.ELOOP:
+        return _escape(what)
     if isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError)) or exc.errno in (
         errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY,
     ):
@@ -102,28 +123,113 @@ def _has_surrogate(name: str) -> bool:
     return False
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _is_link_at(dir_fd: int, name: str) -> bool:
     try:
-        os.fsync(fd)
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_dir_at(dir_fd: int, name: str, *, create: bool) -> int:
+    """Open the directory ``name`` inside ``dir_fd`` without following a symbolic link,
+    creating it first when ``create``. A symlink raises ``PERMISSION``."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(dir_fd, name):
+            raise _escape() from None
+        raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(dir_fd, name):
+            raise _escape() from None
+        raise
+
+
+def _walk_dirs(dir_fd: int, parts: Sequence[str], *, create: bool) -> int:
+    """A new descriptor of ``dir_fd``/``parts`` (each component checked as above). ``dir_fd``
+    stays open and owned by the caller."""
+    fd = os.dup(dir_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                raise _escape()
+            child = _open_dir_at(fd, part, create=create)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
     finally:
         os.close(fd)
 
 
-class FsStore:
-    """Local directories under ``roots`` as buckets. Blocking I/O runs in worker threads."""
+def _write_file_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Write ``data`` to a new file ``name`` (replacing a stale one, never through a link), fsynced."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    fd = os.open(name, _NEW_FILE_FLAGS, 0o666, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
-    def __init__(self, roots: Sequence[Path], *, capabilities: Capabilities = FS_CAPABILITIES) -> None:
+
+def _read_file_at(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+class FsStore:
+    """Local directories under ``roots`` as buckets. Blocking I/O runs in worker threads.
+
+    ``protected`` paths (files or directories: omsync's data directory, its master key) are
+    never reachable: a bucket inside one or containing one is refused with ``PERMISSION``,
+    whatever the roots say.
+    """
+
+    def __init__(self, roots: Sequence[Path], *, capabilities: Capabilities = FS_CAPABILITIES,
+                 protected: Sequence[Path] = ()) -> None:
         self.capabilities = capabilities
         self.roots = tuple(Path(os.path.realpath(root)) for root in roots)
+        self.protected = tuple(os.path.realpath(path) for path in protected)
         # Striped locks serialise rename + sidecar clean-up per key inside this process.
         self._locks = [threading.Lock() for _ in range(64)]
-        self._ready: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, project_id: str | None = None) -> FsStore:
+        """The store a task may use: the roots granted to ``project_id`` (every configured root
+        when None), with the data directory, database and master key protected."""
+        from omsync.local_roots import granted_roots, protected_paths, usable_roots
+
+        roots = usable_roots(settings) if project_id is None else granted_roots(settings, project_id)
+        return cls(roots, protected=protected_paths(settings))
 
     # -- paths ------------------------------------------------------------------------------
 
     def _inside_roots(self, real: str) -> bool:
-        return any(real == str(root) or real.startswith(str(root) + os.sep) for root in self.roots)
+        return any(_inside(real, str(root)) for root in self.roots)
+
+    def _touches_protected(self, real: str) -> bool:
+        return any(_inside(real, p) or _inside(p, real) for p in self.protected)
 
     def _bucket(self, bucket: str) -> str:
         """Real path of an existing bucket directory inside the roots."""
@@ -131,34 +237,49 @@ class FsStore:
             raise StoreError(ErrorKind.PERMISSION, "bucket must be an absolute directory path",
                              code="AccessDenied")
         real = os.path.realpath(bucket)
-        if not self._inside_roots(real):
+        if not self._inside_roots(real) or self._touches_protected(real):
             raise StoreError(ErrorKind.PERMISSION, "bucket is outside the allowed roots",
                              code="AccessDenied")
         if not os.path.isdir(real):
             raise StoreError(ErrorKind.NOT_FOUND, "bucket directory does not exist", code="NoSuchBucket")
         return real
 
+    def _bucket_fd(self, base: str) -> int:
+        """A descriptor of the bucket directory, reached from its root without following links."""
+        for root in self.roots:
+            if _inside(base, str(root)):
+                rel = os.path.relpath(base, root)
+                parts = [] if rel == "." else rel.split(os.sep)
+                with _closing(os.open(str(root), _DIR_FLAGS)) as root_fd:
+                    return _walk_dirs(root_fd, parts, create=False)
+        raise StoreError(ErrorKind.PERMISSION, "bucket is outside the allowed roots", code="AccessDenied")
+
+    @contextlib.contextmanager
+    def _dir(self, base: str, parts: Sequence[str], *, create: bool) -> Iterator[int]:
+        """The directory ``base``/``parts``, every component opened with ``O_NOFOLLOW``."""
+        with _closing(self._bucket_fd(base)) as bucket_fd:
+            fd = _walk_dirs(bucket_fd, parts, create=create)
+        with _closing(fd):
+            yield fd
+
     def _object_path(self, base: str, key: str) -> str:
         self.capabilities.check_key(key)
         return os.path.join(base, key)
 
-    def _hidden(self, base: str, *parts: str) -> str:
-        path = os.path.join(base, HIDDEN_DIR, *parts)
-        if path not in self._ready:
-            os.makedirs(path, exist_ok=True)
-            self._ready.add(path)
-        return path
+    @staticmethod
+    def _meta_parts(key: str) -> list[str]:
+        digest = _key_hash(key)
+        return [HIDDEN_DIR, "meta", digest[:2], digest]
 
     def _meta_dir(self, base: str, key: str) -> str:
-        digest = _key_hash(key)
-        return os.path.join(base, HIDDEN_DIR, "meta", digest[:2], digest)
+        return os.path.join(base, *self._meta_parts(key))
 
     def _lock(self, base: str, key: str) -> threading.Lock:
         return self._locks[hash((base, key)) % len(self._locks)]
 
     def _check_readable(self, path: str) -> None:
         real = os.path.realpath(path)
-        if not self._inside_roots(real):
+        if not self._inside_roots(real) or self._touches_protected(real):
             raise StoreError(ErrorKind.PERMISSION, "object resolves outside the allowed roots",
                              code="AccessDenied")
 
@@ -167,11 +288,13 @@ class FsStore:
     def _read_sidecar(self, base: str, key: str, st: os.stat_result) -> dict[str, Any] | None:
         path = os.path.join(self._meta_dir(base, key), f"{st.st_ino}.json")
         try:
-            with open(path, encoding="utf-8") as fh:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, encoding="utf-8") as fh:
                 meta: dict[str, Any] = json.load(fh)
         except (OSError, ValueError):
             return None
-        if meta.get("key") != key or meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+        if not isinstance(meta, dict) or meta.get("key") != key or meta.get("size") != st.st_size \
+                or meta.get("mtime_ns") != st.st_mtime_ns:
             return None
         return meta
 
@@ -195,8 +318,7 @@ class FsStore:
 
     def _write_temp(self, base: str, fill: Callable[[BinaryIO, Callable[[bytes], None]], None]) -> _Written:
         """Create a temp file in the bucket's hidden dir, let ``fill`` write it, fsync it."""
-        tmp_dir = self._hidden(base, "tmp")
-        path = os.path.join(tmp_dir, f"tmp-{uuid.uuid4().hex}")
+        name = f"tmp-{uuid.uuid4().hex}"
         md5 = hashlib.md5(usedforsecurity=False)
         crc = Crc64()
 
@@ -205,73 +327,70 @@ class FsStore:
             crc.update(chunk)
             fh.write(chunk)
 
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileNotFoundError:
-            # The hidden directory was removed behind our back: make it again, once.
-            self._ready.discard(tmp_dir)
-            self._hidden(base, "tmp")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fill(fh, write)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        return _Written(path, md5.hexdigest(), crc.value, crc.length)
+        with self._dir(base, [HIDDEN_DIR, "tmp"], create=True) as tmp_fd:
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o666, dir_fd=tmp_fd)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fill(fh, write)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tmp_fd)
+                raise
+        return _Written(name, md5.hexdigest(), crc.value, crc.length)
+
+    def _discard(self, base: str, written: _Written) -> None:
+        with contextlib.suppress(OSError, StoreError), self._dir(base, [HIDDEN_DIR, "tmp"], create=False) as tmp_fd:
+            os.unlink(written.name, dir_fd=tmp_fd)
 
     def _publish(self, base: str, key: str, written: _Written, etag: str,
                  options: PutOptions) -> ObjectInfo:
         """Sidecar first, then rename the temp file onto the key's path (atomic)."""
-        final = os.path.join(base, key)
-        st = os.stat(written.path)
+        *parents, leaf = key.split("/")
         metadata = {name.lower(): value for name, value in options.metadata.items()}
-        meta: dict[str, Any] = {
-            "key": key,
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "etag": etag,
-            "crc64": written.crc,
-            "content_type": options.content_type,
-            "metadata": metadata,
-            "storage_class": options.storage_class,
-        }
-        meta_dir = self._meta_dir(base, key)
-        sidecar = os.path.join(meta_dir, f"{st.st_ino}.json")
         try:
-            with self._lock(base, key):
-                os.makedirs(meta_dir, exist_ok=True)
-                tmp_meta = sidecar + ".tmp"
-                with open(tmp_meta, "w", encoding="utf-8") as fh:
-                    json.dump(meta, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp_meta, sidecar)
-                if os.path.isdir(final) and not os.path.islink(final):
-                    raise IsADirectoryError(errno.EISDIR, "is a directory", final)
-                for attempt in range(5):
-                    # A concurrent delete may remove an emptied parent between makedirs and rename.
-                    os.makedirs(os.path.dirname(final), exist_ok=True)
+            with self._dir(base, [HIDDEN_DIR, "tmp"], create=False) as tmp_fd, self._lock(base, key):
+                st = os.stat(written.name, dir_fd=tmp_fd, follow_symlinks=False)
+                meta: dict[str, Any] = {
+                    "key": key,
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "etag": etag,
+                    "crc64": written.crc,
+                    "content_type": options.content_type,
+                    "metadata": metadata,
+                    "storage_class": options.storage_class,
+                }
+                sidecar = f"{st.st_ino}.json"
+                with self._dir(base, self._meta_parts(key), create=True) as meta_fd:
+                    _write_file_at(meta_fd, sidecar + ".tmp", json.dumps(meta).encode("utf-8"))
+                    os.replace(sidecar + ".tmp", sidecar, src_dir_fd=meta_fd, dst_dir_fd=meta_fd)
                     try:
-                        os.rename(written.path, final)
-                        break
-                    except FileNotFoundError:
-                        if attempt == 4:
-                            raise
-                _fsync_dir(os.path.dirname(final))
-                for name in os.listdir(meta_dir):
-                    if name != f"{st.st_ino}.json":
+                        for attempt in range(5):
+                            # A concurrent delete may remove an emptied parent before the rename.
+                            with self._dir(base, parents, create=True) as parent_fd:
+                                with contextlib.suppress(FileNotFoundError):
+                                    if stat.S_ISDIR(os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                                        raise IsADirectoryError(errno.EISDIR, "is a directory", key)
+                                try:
+                                    os.rename(written.name, leaf, src_dir_fd=tmp_fd, dst_dir_fd=parent_fd)
+                                except FileNotFoundError:
+                                    if attempt == 4:
+                                        raise
+                                    continue
+                                os.fsync(parent_fd)
+                                break
+                    except BaseException:
                         with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(meta_dir, name))
+                            os.unlink(sidecar, dir_fd=meta_fd)
+                        raise
+                    for name in os.listdir(meta_fd):
+                        if name != sidecar:
+                            with contextlib.suppress(OSError):
+                                os.unlink(name, dir_fd=meta_fd)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(written.path)
-            with contextlib.suppress(OSError):
-                if not os.path.exists(final) or os.stat(final).st_ino != st.st_ino:
-                    os.unlink(sidecar)
+            self._discard(base, written)
             raise
         return ObjectInfo(
             key=key, size=st.st_size, last_modified=st.st_mtime, etag=etag,
@@ -355,23 +474,29 @@ class FsStore:
 
         return await self._run("put", run)
 
-    def _upload_dir(self, base: str, upload_id: str) -> str:
+    @staticmethod
+    def _upload_parts(upload_id: str) -> list[str]:
         if not upload_id or not all(ch in "0123456789abcdef" for ch in upload_id):
             raise StoreError(ErrorKind.NOT_FOUND, "no such upload", code="NoSuchUpload")
-        return os.path.join(base, HIDDEN_DIR, "uploads", upload_id)
+        return [HIDDEN_DIR, "uploads", upload_id]
 
-    def _load_upload(self, base: str, key: str, upload_id: str) -> tuple[str, PutOptions]:
-        directory = self._upload_dir(base, upload_id)
+    def _load_upload(self, base: str, key: str, upload_id: str) -> tuple[list[str], PutOptions]:
+        parts = self._upload_parts(upload_id)
         try:
-            with open(os.path.join(directory, "upload.json"), encoding="utf-8") as fh:
-                info = json.load(fh)
-        except (OSError, ValueError):
+            with self._dir(base, parts, create=False) as up_fd:
+                info = json.loads(_read_file_at(up_fd, "upload.json"))
+        except (OSError, ValueError, StoreError):
             raise StoreError(ErrorKind.NOT_FOUND, "no such upload", code="NoSuchUpload") from None
-        if info.get("key") != key:
+        if not isinstance(info, dict) or info.get("key") != key:
             raise StoreError(ErrorKind.NOT_FOUND, "no such upload for this key", code="NoSuchUpload")
         options = PutOptions(content_type=info.get("content_type"), metadata=info.get("metadata") or {},
                              storage_class=info.get("storage_class"))
-        return directory, options
+        return parts, options
+
+    def _remove_upload(self, base: str, upload_id: str) -> None:
+        with contextlib.suppress(OSError, StoreError), \
+                self._dir(base, [HIDDEN_DIR, "uploads"], create=False) as uploads_fd:
+            shutil.rmtree(upload_id, dir_fd=uploads_fd)
 
     async def create_multipart(self, bucket: str, key: str, options: PutOptions) -> str:
         def run() -> str:
@@ -379,31 +504,33 @@ class FsStore:
             self.capabilities.check_key(key, multipart=True)
             common.check_storage_class(self.capabilities, options)
             upload_id = uuid.uuid4().hex
-            directory = os.path.join(self._hidden(base, "uploads"), upload_id)
-            os.mkdir(directory)
             info = {"key": key, "content_type": options.content_type,
                     "metadata": dict(options.metadata), "storage_class": options.storage_class,
                     "created": time.time()}
-            with open(os.path.join(directory, "upload.json.tmp"), "w", encoding="utf-8") as fh:
-                json.dump(info, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(os.path.join(directory, "upload.json.tmp"), os.path.join(directory, "upload.json"))
+            with self._dir(base, [HIDDEN_DIR, "uploads"], create=True) as uploads_fd:
+                os.mkdir(upload_id, 0o777, dir_fd=uploads_fd)
+                with _closing(_open_dir_at(uploads_fd, upload_id, create=False)) as up_fd:
+                    _write_file_at(up_fd, "upload.json.tmp", json.dumps(info).encode("utf-8"))
+                    os.replace("upload.json.tmp", "upload.json", src_dir_fd=up_fd, dst_dir_fd=up_fd)
             return upload_id
 
         return await self._run("create_multipart", run)
 
     def _store_part(self, base: str, key: str, upload_id: str, part_number: int,
                     fill: Callable[[BinaryIO, Callable[[bytes], None]], None]) -> str:
-        directory, _ = self._load_upload(base, key, upload_id)
+        parts, _ = self._load_upload(base, key, upload_id)
         common.check_part_number(self.capabilities, part_number)
         written = self._write_temp(base, fill)
         try:
-            os.replace(written.path, os.path.join(directory, f"part-{part_number:05d}"))
+            with self._dir(base, [HIDDEN_DIR, "tmp"], create=False) as tmp_fd, \
+                    self._dir(base, parts, create=False) as up_fd:
+                os.replace(written.name, f"part-{part_number:05d}", src_dir_fd=tmp_fd, dst_dir_fd=up_fd)
         except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                os.unlink(written.path)
+            self._discard(base, written)
             raise StoreError(ErrorKind.NOT_FOUND, "upload was aborted", code="NoSuchUpload") from None
+        except BaseException:
+            self._discard(base, written)
+            raise
         return written.md5
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int,
@@ -468,35 +595,37 @@ class FsStore:
         def run() -> ObjectInfo:
             base = self._bucket(bucket)
             self._object_path(base, key)
-            directory, options = self._load_upload(base, key, upload_id)
+            upload_parts, options = self._load_upload(base, key, upload_id)
             common.check_parts_order(parts)
             etags: list[str] = []
 
             def fill(fh: BinaryIO, write: Callable[[bytes], None]) -> None:
-                for index, (number, etag) in enumerate(parts):
-                    part_md5 = hashlib.md5(usedforsecurity=False)
-                    try:
-                        src = open(os.path.join(directory, f"part-{number:05d}"), "rb")  # noqa: SIM115
-                    except FileNotFoundError:
-                        raise StoreError(ErrorKind.INVALID, f"part {number} was not uploaded",
-                                         code="InvalidPart") from None
-                    with src:
-                        size = 0
-                        while chunk := src.read(_COPY_CHUNK):
-                            part_md5.update(chunk)
-                            write(chunk)
-                            size += len(chunk)
-                    if part_md5.hexdigest() != common.clean_etag(etag):
-                        raise StoreError(ErrorKind.INVALID, f"part {number} has a different ETag",
-                                         code="InvalidPart")
-                    if index < len(parts) - 1 and size < self.capabilities.min_part_size:
-                        raise StoreError(ErrorKind.INVALID, f"part {number} is smaller than the minimum",
-                                         code="EntityTooSmall")
-                    etags.append(part_md5.hexdigest())
+                with self._dir(base, upload_parts, create=False) as up_fd:
+                    for index, (number, etag) in enumerate(parts):
+                        part_md5 = hashlib.md5(usedforsecurity=False)
+                        try:
+                            part_fd = os.open(f"part-{number:05d}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                              dir_fd=up_fd)
+                        except FileNotFoundError:
+                            raise StoreError(ErrorKind.INVALID, f"part {number} was not uploaded",
+                                             code="InvalidPart") from None
+                        with os.fdopen(part_fd, "rb") as src:
+                            size = 0
+                            while chunk := src.read(_COPY_CHUNK):
+                                part_md5.update(chunk)
+                                write(chunk)
+                                size += len(chunk)
+                        if part_md5.hexdigest() != common.clean_etag(etag):
+                            raise StoreError(ErrorKind.INVALID, f"part {number} has a different ETag",
+                                             code="InvalidPart")
+                        if index < len(parts) - 1 and size < self.capabilities.min_part_size:
+                            raise StoreError(ErrorKind.INVALID, f"part {number} is smaller than the minimum",
+                                             code="EntityTooSmall")
+                        etags.append(part_md5.hexdigest())
 
             written = self._write_temp(base, fill)
             info = self._publish(base, key, written, common.multipart_etag(etags), options)
-            shutil.rmtree(directory, ignore_errors=True)
+            self._remove_upload(base, upload_id)
             return info
 
         return await self._run("complete_multipart", run)
@@ -505,30 +634,29 @@ class FsStore:
         def run() -> None:
             base = self._bucket(bucket)
             try:
-                directory, _ = self._load_upload(base, key, upload_id)
+                self._load_upload(base, key, upload_id)
             except StoreError:
                 return
-            shutil.rmtree(directory, ignore_errors=True)
+            self._remove_upload(base, upload_id)
 
         await self._run("abort_multipart", run)
 
     async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
         def run() -> list[tuple[str, str]]:
             base = self._bucket(bucket)
-            root = os.path.join(base, HIDDEN_DIR, "uploads")
             found: list[tuple[str, str]] = []
             try:
-                entries = list(os.scandir(root))
-            except FileNotFoundError:
+                with self._dir(base, [HIDDEN_DIR, "uploads"], create=False) as uploads_fd:
+                    for name in os.listdir(uploads_fd):
+                        try:
+                            with _closing(_open_dir_at(uploads_fd, name, create=False)) as up_fd:
+                                key = json.loads(_read_file_at(up_fd, "upload.json")).get("key")
+                        except (OSError, ValueError, AttributeError, StoreError):
+                            continue
+                        if isinstance(key, str) and key.startswith(prefix):
+                            found.append((key, name))
+            except (FileNotFoundError, NotADirectoryError):
                 return found
-            for entry in entries:
-                try:
-                    with open(os.path.join(entry.path, "upload.json"), encoding="utf-8") as fh:
-                        key = json.load(fh).get("key")
-                except (OSError, ValueError):
-                    continue
-                if isinstance(key, str) and key.startswith(prefix):
-                    found.append((key, entry.name))
             return sorted(found)
 
         return await self._run("list_multipart_uploads", run)
@@ -544,34 +672,44 @@ class FsStore:
                 if size > self.capabilities.max_server_copy:
                     raise StoreError(ErrorKind.UNSUPPORTED, "source larger than the server-copy limit",
                                      code="InvalidRequest")
+                write_options = options
+                if options.copy_metadata:
+                    # Keep the source's content type and user metadata, as S3's COPY directive.
+                    source = self._info(self._bucket(src_bucket), src_key, os.fstat(src.fileno()))
+                    write_options = PutOptions(content_type=source.content_type, metadata=dict(source.metadata),
+                                               storage_class=options.storage_class)
 
                 def fill(fh: BinaryIO, write: Callable[[bytes], None]) -> None:
                     self._copy_range(src, 0, size, write)
 
                 written = self._write_temp(base, fill)
-            return self._publish(base, key, written, written.md5, options)
+            return self._publish(base, key, written, written.md5, write_options)
 
         return await self._run("server_copy", run)
 
     async def delete(self, bucket: str, key: str) -> None:
         def run() -> None:
             base = self._bucket(bucket)
-            path = self._object_path(base, key)
+            self._object_path(base, key)
+            *parents, leaf = key.split("/")
+            meta = self._meta_parts(key)
             with self._lock(base, key):
                 try:
-                    if stat.S_ISREG(os.lstat(path).st_mode) or os.path.islink(path):
-                        os.unlink(path)
+                    with self._dir(base, parents, create=False) as parent_fd:
+                        if not stat.S_ISDIR(os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                            os.unlink(leaf, dir_fd=parent_fd)
                 except (FileNotFoundError, NotADirectoryError):
                     pass
-                shutil.rmtree(self._meta_dir(base, key), ignore_errors=True)
+                with contextlib.suppress(OSError, StoreError), \
+                        self._dir(base, meta[:-1], create=False) as meta_parent:
+                    shutil.rmtree(meta[-1], dir_fd=meta_parent)
             # Directories exist only to hold keys: drop the ones this delete emptied.
-            parent = os.path.dirname(path)
-            while parent != base and parent.startswith(base + os.sep):
+            for depth in range(len(parents), 0, -1):
                 try:
-                    os.rmdir(parent)
-                except OSError:
+                    with self._dir(base, parents[: depth - 1], create=False) as up_fd:
+                        os.rmdir(parents[depth - 1], dir_fd=up_fd)
+                except (OSError, StoreError):
                     break
-                parent = os.path.dirname(parent)
 
         await self._run("delete", run)
 
@@ -607,18 +745,22 @@ class FsStore:
                 yield full
 
     async def list(self, bucket: str, prefix: str = "", token: str | None = None,
-                   limit: int = 1000) -> ListPage:
+                   limit: int = 1000, start_after: str | None = None) -> ListPage:
+        """One page in key order (code-point order of the keys, which is their UTF-8 byte
+        order). ``start_after`` applies to the first page only; a ``token`` takes precedence."""
+        after = token if token is not None else start_after
+
         def run() -> ListPage:
             base = self._bucket(bucket)
             want = max(1, limit)
             found: list[ObjectInfo] = []
             more = False
-            for key in self._walk(base, "", prefix, token):
+            for key in self._walk(base, "", prefix, after):
                 if len(found) == want:
                     more = True
                     break
                 try:
-                    st = os.stat(os.path.join(base, key))
+                    st = os.stat(os.path.join(base, key), follow_symlinks=False)
                 except OSError:
                     continue  # deleted while listing
                 found.append(self._info(base, key, st, listing=True))

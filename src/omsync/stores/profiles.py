@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omsync.stores.base import Capabilities
+
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_RELAXED_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+_IPV4_LIKE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 TIERS = ("STANDARD", "IA", "ARCHIVE", "DEEP_ARCHIVE")
 """OMS storage tiers (``dst_storage_policy`` values other than ``SRC_STORAGE_MAPPING``)."""
@@ -146,6 +151,29 @@ class ProviderProfile:
         if not storage_class:
             return "STANDARD"
         return self.source_tiers.get(storage_class, self.source_tiers.get(storage_class.upper(), "STANDARD"))
+
+    def bucket_problem(self, bucket: str) -> str | None:
+        """Why ``bucket`` is not a valid bucket name for this provider, or None.
+
+        Named clouds take DNS-compatible names (3–63 of ``a-z 0-9 . -``, starting and ending
+        with a letter or digit, no ``..``/``.-``/``-.``, not an IP address); cloud type ``S3``
+        (any S3-compatible server) also takes upper-case letters and ``_``, up to 255. Never an
+        ARN, a URL or anything with ``:``, ``/``, ``@`` or ``%``: a bucket value must never
+        choose the host a request goes to. ``Local`` buckets are paths, checked elsewhere.
+        """
+        if self.backend == "fs":
+            return None
+        relaxed = self.cloud_type == "S3"
+        pattern = _RELAXED_BUCKET if relaxed else _DNS_BUCKET
+        if not pattern.fullmatch(bucket):
+            allowed = "A-Z a-z 0-9 . - _, 3 to 255" if relaxed else "a-z 0-9 . -, 3 to 63"
+            return (f"is not a valid {self.cloud_type} bucket name ({allowed} characters, starting and "
+                    "ending with a letter or digit; ARNs and URLs are not buckets)")
+        if ".." in bucket or ".-" in bucket or "-." in bucket:
+            return f"is not a valid {self.cloud_type} bucket name (no '..', '.-' or '-.')"
+        if _IPV4_LIKE.fullmatch(bucket):
+            return f"is not a valid {self.cloud_type} bucket name (it looks like an IP address)"
+        return None
 
     def bucket_name(self, bucket: str, app_id: str | None) -> str:
         """The bucket name to address: Tencent buckets carry ``-<APPID>``, added when missing."""

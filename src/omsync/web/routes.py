@@ -11,7 +11,9 @@ credentials, a secret key, the operator password or the session key.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from omsync.ledger.queue import TaskNotFound, now_ms
 from omsync.ledger.tasks import TaskBusy
 from omsync.secrets import SecretError
 from omsync.services import Services
-from omsync.web import charts, data
+from omsync.web import charts, data, revocation
 from omsync.web.session import (
     COOKIE_PATH,
     LOGIN_COOKIE,
@@ -43,6 +45,7 @@ from omsync.web.session import (
     operator_password,
     tokens_match,
 )
+from omsync.web.throttle import LoginThrottle
 
 log = logging.getLogger("omsync.web")
 
@@ -183,14 +186,26 @@ def _signer(request: Request) -> SessionSigner:
     return signer
 
 
+def _throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle | None = getattr(request.app.state, "web_login_throttle", None)
+    if throttle is None:
+        settings = _services(request).settings
+        throttle = LoginThrottle(settings.login_max_failures, settings.login_lockout_seconds)
+        request.app.state.web_login_throttle = throttle
+    return throttle
+
+
 async def _session(request: Request) -> Session | None:
-    """The request's valid session, or None. Project sessions end when their access key is
-    revoked; operator sessions when the operator password changes or is removed."""
+    """The request's valid session, or None. Sessions end at logout (everywhere: the id is
+    recorded server-side); project sessions also when their access key is revoked, operator
+    sessions when the operator password changes or is removed."""
     signer = _signer(request)
     session = signer.verify(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return None
     services = _services(request)
+    if await revocation.is_revoked(services.db, session.sid):
+        return None
     if session.operator:
         password = operator_password(services.settings)
         if password is None or not tokens_match(session.password_fingerprint, signer.fingerprint(password)):
@@ -204,7 +219,13 @@ async def _session(request: Request) -> Session | None:
 
 
 def _cookie_secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Mark cookies Secure over TLS (directly, or behind a trusted proxy that says so through
+    X-Forwarded-Proto) or when the operator asks for it."""
+    return request.url.scheme == "https" or _services(request).settings.dashboard_secure_cookies
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
 async def _form(request: Request) -> dict[str, str] | None:
@@ -295,6 +316,17 @@ async def login(request: Request) -> Response:
     signer = _signer(request)
     password = form.get("password", "")
     access_key, secret_key = form.get("access_key", "").strip(), form.get("secret_key", "")
+    account = "operator" if password else "ak:" + access_key[:128]
+    address = _client_address(request)
+    keys = (f"addr:{address}", f"acct:{account}")
+    throttle = _throttle(request)
+    # Named in logs by a digest only: a secret typed into the wrong field must not be logged.
+    account_tag = "operator" if password else "key-" + hashlib.sha256(account.encode("utf-8", "replace")).hexdigest()[:12]
+    wait = throttle.retry_after(*keys)
+    if wait > 0:
+        log.warning("dashboard login refused without checking: too many failures (account %s, address %s)",
+                    account_tag, address)
+        return _locked_out(request, wait)
     cookie: str | None = None
     if password:
         configured = operator_password(services.settings)
@@ -308,8 +340,12 @@ async def login(request: Request) -> Response:
     if cookie is None:
         # A little friction for guessing; the access key space itself makes guessing hopeless.
         await asyncio.sleep(_LOGIN_FAILURE_DELAY)
-        log.info("dashboard login refused")
+        wait = throttle.failed(*keys)
+        log.warning("dashboard login failed (account %s, address %s)", account_tag, address)
+        if wait > 0:
+            return _locked_out(request, wait)
         return _login_page(request, error="Wrong credentials.", status=401)
+    throttle.succeeded(*keys)
     response = _redirect("/ui/tasks")
     response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, path=COOKIE_PATH, httponly=True,
                         samesite="strict", secure=_cookie_secure(request))
@@ -317,14 +353,28 @@ async def login(request: Request) -> Response:
     return response
 
 
+def _locked_out(request: Request, wait: float) -> Response:
+    seconds = max(1, math.ceil(wait))
+    response = _login_page(
+        request, status=429,
+        error=f"Too many failed logins. Logins from this address or for this account are paused; "
+              f"try again in {seconds} seconds.")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the session (the cookie is removed)."""
-    _, _, refused = await _authorized_post(request)
+    """End the session: its id is recorded as ended (so a copy of the cookie stops working
+    too) and the cookie is removed."""
+    session, _, refused = await _authorized_post(request)
     if refused is not None:
         return refused
+    assert session is not None
+    await revocation.revoke(_services(request).db, session.sid, session.expires)
     response = _to_login()
-    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict",
+                           secure=_cookie_secure(request))
     return response
 
 

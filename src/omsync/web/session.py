@@ -8,7 +8,9 @@ It is sent as an ``HttpOnly``, ``SameSite=Strict`` cookie limited to ``/ui`` and
   so revoking the key ends the session), or the operator flag with a fingerprint of the
   operator password (changing or removing the password ends every operator session);
 - an expiry time;
-- a random CSRF token that every state-changing form must echo.
+- a random CSRF token that every state-changing form must echo;
+- a random session id: logout records it server-side (:mod:`omsync.web.revocation`), so a
+  copied cookie stops working everywhere once its session is logged out.
 
 The payload is signed, not encrypted: it holds no secret (an access key id is not one).
 """
@@ -50,6 +52,7 @@ class Session:
     expires: int
     csrf: str
     password_fingerprint: str | None = None
+    sid: str = ""
 
     @property
     def label(self) -> str:
@@ -116,11 +119,12 @@ class SessionSigner:
         session = Session(
             project_id=project_id, access_key=access_key, operator=operator,
             expires=int(time.time()) + lifetime, csrf=secrets.token_urlsafe(24),
-            password_fingerprint=password_fingerprint,
+            password_fingerprint=password_fingerprint, sid=secrets.token_urlsafe(24),
         )
         payload = {
             "v": 1, "p": session.project_id, "ak": session.access_key, "op": session.operator,
             "exp": session.expires, "csrf": session.csrf, "pw": session.password_fingerprint,
+            "sid": session.sid,
         }
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return session, f"{body}.{self._sign(body)}"
@@ -140,15 +144,18 @@ class SessionSigner:
             return None
         expires, csrf, operator = payload.get("exp"), payload.get("csrf"), payload.get("op")
         project, access_key, fingerprint = payload.get("p"), payload.get("ak"), payload.get("pw")
+        sid = payload.get("sid")
         if not isinstance(expires, int) or expires <= time.time() or not isinstance(csrf, str):
+            return None
+        if not isinstance(sid, str) or not sid:
             return None
         if operator is True:
             if not isinstance(fingerprint, str):
                 return None
-            return Session(None, None, True, expires, csrf, fingerprint)
+            return Session(None, None, True, expires, csrf, fingerprint, sid)
         if not isinstance(project, str) or not isinstance(access_key, str):
             return None
-        return Session(project, access_key, False, expires, csrf)
+        return Session(project, access_key, False, expires, csrf, sid=sid)
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._key, body.encode("ascii", "replace"), hashlib.sha256).digest())
