@@ -1,55 +1,98 @@
 """Database engines for the ledger: SQLite (WAL, embedded default) or PostgreSQL.
 
-Writers go through :meth:`Database.write`, which on SQLite opens ``BEGIN IMMEDIATE`` so that a
-transaction never has to upgrade its lock half-way (the cause of "database is locked" errors),
-and serialises writers of one process on an asyncio lock instead of SQLite's sleeping busy
-handler. Readers use :meth:`Database.read` and never block writers under WAL.
+Two ways to run a transaction:
+
+- :meth:`Database.run_write` / :meth:`Database.run_read` run one whole transaction as a plain
+  function ``fn(conn: sqlalchemy.Connection) -> T`` on a thread: **one thread hop per
+  transaction**. The ledger's hot paths (accept, claim, finish, ...) use them. On SQLite every
+  write runs on one dedicated writer thread with its own connection; reads run on a small pool
+  of reader threads. On PostgreSQL a sync psycopg engine with a pool serves a small thread pool.
+- :meth:`Database.write` / :meth:`Database.read` are async context managers over an async
+  engine (aiosqlite / psycopg async), for code off the hot paths. Every DBAPI call there is a
+  thread hop of its own.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` so that it never has to
+upgrade its lock half-way (the cause of "database is locked" errors). Writers of one process,
+of both kinds, take turns on one asyncio lock instead of SQLite's sleeping busy handler; writers
+of other processes (``omsync worker``) are waited for by SQLite's busy timeout, on the writer's
+thread, never on the event loop. Readers never block writers under WAL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import QueuePool
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+SQLITE_READER_THREADS = 2
+POSTGRES_MAX_THREADS = 8
 
 
-def _sqlite_connect_hook(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(dbapi_conn: Any) -> None:
+    # Manage transactions ourselves so BEGIN IMMEDIATE is possible.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_hooks(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Manage transactions ourselves so BEGIN IMMEDIATE is possible.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        _sqlite_pragmas(dbapi_conn)
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def sync_url(url: str) -> str:
+    """The synchronous driver URL for an async one (aiosqlite → pysqlite; psycopg serves both)."""
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite+aiosqlite":
+        parsed = parsed.set(drivername="sqlite")
+    elif parsed.drivername in ("postgresql+asyncpg", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
 class Database:
-    """The two engines (reads and writes) over one database URL."""
+    """The engines (reads and writes, async and sync) over one database URL."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
+        self._writer_conn: Connection | None = None  # SQLite: the writer thread's own connection
         if self.dialect == "sqlite":
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.reader = create_async_engine(url)
             self.writer = create_async_engine(url)
-            _sqlite_connect_hook(self.reader, immediate=False)
-            _sqlite_connect_hook(self.writer, immediate=True)
+            _sqlite_hooks(self.reader.sync_engine, immediate=False)
+            _sqlite_hooks(self.writer.sync_engine, immediate=True)
+            self.sync_reader: Engine = create_engine(
+                sync_url(url), poolclass=QueuePool, pool_size=SQLITE_READER_THREADS, max_overflow=0
+            )
+            self.sync_writer: Engine = create_engine(sync_url(url), poolclass=QueuePool, pool_size=1, max_overflow=0)
+            _sqlite_hooks(self.sync_reader, immediate=False)
+            _sqlite_hooks(self.sync_writer, immediate=True)
+            self._write_threads = ThreadPoolExecutor(1, thread_name_prefix="omsync-db-writer")
+            self._read_threads = ThreadPoolExecutor(SQLITE_READER_THREADS, thread_name_prefix="omsync-db-reader")
         else:
             # The ledger's locking (FOR UPDATE, then re-reading the locked row) is written for READ
             # COMMITTED; pin it so a server whose default is stricter does not fail claims with
@@ -59,12 +102,60 @@ class Database:
                 isolation_level="READ COMMITTED",
             )
             self.reader = self.writer = engine
+            threads = max(1, min(pool_size, POSTGRES_MAX_THREADS))
+            self.sync_reader = self.sync_writer = create_engine(
+                sync_url(url), pool_size=threads, max_overflow=0, pool_pre_ping=True,
+                isolation_level="READ COMMITTED",
+            )
+            self._write_threads = self._read_threads = ThreadPoolExecutor(threads, thread_name_prefix="omsync-db")
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._closed = False
 
     @property
     def is_postgres(self) -> bool:
         """True for PostgreSQL (row locks, ``SKIP LOCKED``); False for SQLite."""
         return self.dialect == "postgresql"
+
+    # -- one thread hop per transaction ------------------------------------------------------------
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` as one write transaction on a database thread; committed when ``fn``
+        returns, rolled back when it raises (the exception is raised here).
+
+        ``fn`` must not touch the event loop. On SQLite it runs on the one writer thread, after
+        this process's other writers (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        if self._write_lock is None:
+            return await loop.run_in_executor(self._write_threads, self._pooled_transaction, fn)
+        async with self._write_lock:
+            return await loop.run_in_executor(self._write_threads, self._sqlite_write, fn)
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in a read-only transaction on a database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_threads, self._read_transaction, fn)
+
+    def _sqlite_write(self, fn: Callable[[Connection], T]) -> T:
+        conn = self._writer_conn
+        if conn is None or conn.closed:
+            conn = self._writer_conn = self.sync_writer.connect()
+        with conn.begin():
+            return fn(conn)
+
+    def _pooled_transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self.sync_writer.begin() as conn:
+            return fn(conn)
+
+    def _read_transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self.sync_reader.connect() as conn:
+            return fn(conn)
+
+    def _close_writer_connection(self) -> None:
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
+
+    # -- async transactions (off the hot paths) ----------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -88,6 +179,22 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        if self._write_lock is not None:
+            async with self._write_lock:
+                await loop.run_in_executor(self._write_threads, self._close_writer_connection)
+        await loop.run_in_executor(None, self._shutdown_threads)
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+
+    def _shutdown_threads(self) -> None:
+        self._write_threads.shutdown(wait=True)
+        if self._read_threads is not self._write_threads:
+            self._read_threads.shutdown(wait=True)
+        self.sync_reader.dispose()
+        if self.sync_writer is not self.sync_reader:
+            self.sync_writer.dispose()

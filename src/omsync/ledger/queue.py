@@ -16,20 +16,21 @@ lock blocks the foreign-key checks of inserts referencing the task.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omsync.db import Database
 from omsync.domain.model import Outcome, OutcomeKind, TaskStatus
-from omsync.domain.stats import bucket_start, latency_column
-from omsync.ledger.tables import ledger, open_uploads, outcome_log, stat_buckets, sync_tasks
+from omsync.domain.stats import LATENCY_COLUMNS, bucket_start, latency_column
+from omsync.ledger.tables import ledger, open_uploads, stat_buckets, sync_tasks
 
 PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
 COALESCED = "coalesced"
@@ -102,32 +103,161 @@ def _insert(db: Database, table: Any) -> Any:
     return (postgresql.insert if db.is_postgres else sqlite.insert)(table)
 
 
+# Columns of stat_buckets a count may name (request/success/failure/skip/size and the histogram).
+_STAT_COLUMNS = frozenset(("request", "success", "failure", "skip", "size", *LATENCY_COLUMNS))
+
+# The largest number of keys one statement names in an IN list on SQLite (its default bound on
+# host parameters is 32,766; two of them are the task id and spare).
+_SQLITE_IN_CHUNK = 5_000
+
+# Group commit of accepts: at most this many keys (and callers) go into one transaction.
+INTAKE_MAX_KEYS = 20_000
+INTAKE_MAX_CALLERS = 500
+
+
+@dataclass
+class _Intake:
+    """One caller of :meth:`Ledger.accept` waiting for the group commit."""
+
+    task_id: str
+    occurrences: Counter[bytes]
+    count: int
+    project_id: str | None
+    future: asyncio.Future[None]
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Answer a waiting accept (unless its caller gave up)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class _Sql:
+    """The hot statements as driver SQL for one dialect (``?`` placeholders on SQLite, ``%s`` on
+    PostgreSQL): SQLAlchemy's per-execute compilation and parameter processing is a large part of
+    a small transaction's cost."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+        self._stats: dict[tuple[str, ...], str] = {}
+        self._in_lists: dict[tuple[str, int], str] = {}
+        for_update = " FOR NO KEY UPDATE" if postgres else ""
+        self.accept_tasks = self._p(
+            "SELECT id, pending_keys, project_id FROM sync_tasks WHERE id IN ({ids}) ORDER BY id" + for_update
+        )
+        self.accept_upsert = self._p(
+            'INSERT INTO ledger (task_id, "key", generation, reported_generation, state, due_at, attempts, '
+            "pending_since, updated_at) VALUES (?, ?, ?, 0, 'pending', ?, 0, ?, ?) "
+            'ON CONFLICT (task_id, "key") DO UPDATE SET '
+            "generation = ledger.generation + excluded.generation, "
+            "state = CASE WHEN ledger.state = 'inflight' THEN 'inflight' ELSE 'pending' END, "
+            "due_at = CASE WHEN ledger.state = 'inflight' THEN ledger.due_at ELSE excluded.due_at END, "
+            "attempts = CASE WHEN ledger.state = 'inflight' THEN ledger.attempts ELSE 0 END, "
+            "pending_since = CASE WHEN ledger.state = 'done' OR ledger.state = 'failed' "
+            "THEN excluded.pending_since ELSE ledger.pending_since END, "
+            "updated_at = excluded.updated_at"
+        )
+        self.add_pending = self._p("UPDATE sync_tasks SET pending_keys = pending_keys + ? WHERE id = ?")
+        self.lock_tasks = "SELECT id FROM sync_tasks WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+        self.share_tasks = (
+            "SELECT id FROM sync_tasks WHERE id IN (SELECT task_id FROM ledger WHERE id = ANY(%s)) "
+            "ORDER BY id FOR SHARE"
+        )
+        self.owned_rows = self._p(
+            "SELECT id, generation, reported_generation FROM ledger WHERE id IN ({ids}) AND lease_owner = ? "
+            "AND state = 'inflight' ORDER BY id" + for_update
+        )
+        self.moved = self._p(
+            "UPDATE ledger SET state = 'pending', due_at = ?, attempts = 0, lease_owner = NULL, "
+            "reported_generation = ?, pending_since = ?, updated_at = ? WHERE id = ?"
+        )
+        self.final = self._p(
+            "UPDATE ledger SET state = ?, lease_owner = NULL, reported_generation = ?, "
+            "copied_generation = COALESCE(?, copied_generation), outcome = ?, reason = ?, message = ?, "
+            "size = COALESCE(?, size), attempts = ?, pending_since = NULL, updated_at = ? WHERE id = ?"
+        )
+        self.log_outcome = self._p(
+            'INSERT INTO outcome_log (task_id, "key", outcome, reason, message, at) VALUES (?, ?, ?, ?, ?, ?)'
+        )
+        self.retry = self._p(
+            "UPDATE ledger SET state = 'pending', lease_owner = NULL, due_at = ?, attempts = ?, reason = ?, "
+            "message = ?, updated_at = ? WHERE id = ?"
+        )
+
+    def _p(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def in_list(self, template: str, count: int) -> str:
+        """``template`` with ``{ids}`` expanded for ``count`` values: one array parameter on
+        PostgreSQL (``= ANY``), ``count`` placeholders on SQLite."""
+        cache_key = (template, count)
+        found = self._in_lists.get(cache_key)
+        if found is None:
+            if self.postgres:
+                found = template.replace("IN ({ids})", "= ANY(%s)")
+            else:
+                found = template.replace("{ids}", ",".join("?" * count))
+            if len(self._in_lists) < 256:
+                self._in_lists[cache_key] = found
+        return found
+
+    def in_params(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        return (list(values),) if self.postgres else tuple(values)
+
+    def existing_states(self, count: int) -> str:
+        return self.in_list(self._p('SELECT "key", state FROM ledger WHERE task_id = ? AND "key" IN ({ids})'), count)
+
+    def count(self, columns: tuple[str, ...]) -> str:
+        """Upsert adding one value per column of ``columns`` to a statistics bucket."""
+        sql = self._stats.get(columns)
+        if sql is None:
+            if not _STAT_COLUMNS.issuperset(columns):
+                raise ValueError(f"unknown statistics columns {columns!r}")
+            names = ", ".join(f'"{c}"' for c in columns)
+            marks = ", ".join("?" * len(columns))
+            sets = ", ".join(f'"{c}" = stat_buckets."{c}" + excluded."{c}"' for c in columns)
+            sql = self._p(
+                f"INSERT INTO stat_buckets (task_id, bucket_start, {names}) VALUES (?, ?, {marks}) "
+                f"ON CONFLICT (task_id, bucket_start) DO UPDATE SET {sets}"
+            )
+            self._stats[columns] = sql
+        return sql
+
+
 class Ledger:
-    """Queries over the ledger tables. Every method is one transaction."""
+    """Queries over the ledger tables. Every method is one transaction.
+
+    The hot methods (accept, claim, finish, finish_many, retry_later, retry_many, release,
+    renew, record_upload, forget_upload) run each transaction as one plain function on a
+    database thread (:meth:`Database.run_write`); concurrent accepts are committed together
+    (group commit, see :meth:`accept`).
+    """
 
     def __init__(self, db: Database, *, max_pending_per_task: int = 5_000_000) -> None:
         self.db = db
         self.max_pending_per_task = max_pending_per_task
         self._turn = 0  # rotates which task a claim serves first
+        self._sql = _Sql(db.is_postgres)
+        self._intake: list[_Intake] = []
+        self._committer: asyncio.Task[None] | None = None
 
-    async def _lock_task(self, conn: AsyncConnection, task_id: str) -> Any:
-        query = select(sync_tasks.c.id, sync_tasks.c.status, sync_tasks.c.pending_keys).where(
-            sync_tasks.c.id == task_id
-        )
-        if self.db.is_postgres:
-            query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
-        return (await conn.execute(query)).first()
-
-    async def _share_tasks_of(self, conn: AsyncConnection, row_ids: Sequence[int]) -> None:
+    def _share_tasks_sync(self, conn: Connection, row_ids: Sequence[int]) -> None:
         """PostgreSQL: lock the tasks of ``row_ids`` ``FOR SHARE`` (in id order) before their
         rows, so that a multi-row update cannot deadlock with an accept holding some of them."""
-        if not self.db.is_postgres:
+        if self.db.is_postgres:
+            conn.exec_driver_sql(self._sql.share_tasks, (list(row_ids),))
+
+    def _count_sync(self, conn: Connection, task_id: str, at: int, deltas: Mapping[str, int]) -> None:
+        """Add ``deltas`` (request/success/failure/skip/size/latency) to the task's bucket for ``at``."""
+        columns = tuple(sorted(k for k, v in deltas.items() if v))
+        if not columns:
             return
-        await conn.execute(
-            select(sync_tasks.c.id)
-            .where(sync_tasks.c.id.in_(select(ledger.c.task_id).where(ledger.c.id.in_(list(row_ids)))))
-            .order_by(sync_tasks.c.id)
-            .with_for_update(read=True)  # FOR SHARE
+        conn.exec_driver_sql(
+            self._sql.count(columns), (task_id, bucket_start(at), *(deltas[c] for c in columns))
         )
 
     async def _count(self, conn: AsyncConnection, task_id: str, at: int, **deltas: int) -> None:
@@ -142,6 +272,14 @@ class Ledger:
         )
         await conn.execute(stmt)
 
+    async def _lock_task(self, conn: AsyncConnection, task_id: str) -> Any:
+        query = select(sync_tasks.c.id, sync_tasks.c.status, sync_tasks.c.pending_keys).where(
+            sync_tasks.c.id == task_id
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        return (await conn.execute(query)).first()
+
     # -- accept ---------------------------------------------------------------------------------
 
     async def accept(self, task_id: str, keys: Sequence[str], *, project_id: str | None = None) -> None:
@@ -150,69 +288,136 @@ class Ledger:
         Raises :class:`TaskNotFound` for an unknown task (or one of another project) and
         :class:`BacklogFull` when the task already has ``max_pending_per_task`` keys pending.
         Returns only after the commit: an accepted event survives any crash after this.
+
+        Group commit: concurrent calls (of any tasks) are written in one transaction by one
+        committer task. Each call is checked on its own, in arrival order, as if it ran alone
+        after the calls before it; a refused call does not affect the others.
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._intake.append(_Intake(task_id, Counter(k.encode("utf-8") for k in keys), len(keys), project_id, future))
+        committer = self._committer
+        if committer is None or committer.done() or committer.get_loop() is not loop:
+            self._committer = loop.create_task(self._commit_intake(), name="omsync-ledger-intake")
+        await future
+
+    def _next_intake(self) -> list[_Intake]:
+        """Take the callers of the next transaction off the queue (those still waiting)."""
+        taken = 0
+        keys = 0
+        while taken < len(self._intake) and taken < INTAKE_MAX_CALLERS:
+            item = self._intake[taken]
+            if taken and keys + item.count > INTAKE_MAX_KEYS:
+                break
+            keys += item.count
+            taken += 1
+        batch = self._intake[:taken]
+        del self._intake[:taken]
+        return [item for item in batch if not item.future.done()]
+
+    async def _commit_intake(self) -> None:
+        """The committer: writes queued accepts, as many per transaction as have arrived."""
+        batch: list[_Intake] = []
+        try:
+            while self._intake:
+                batch = self._next_intake()
+                if not batch:
+                    continue
+                try:
+                    errors = await self._accept_batch(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _resolve(batch[0].future, exc)
+                        continue
+                    # A database error: run each caller alone, so that one cannot fail another.
+                    for item in batch:
+                        if item.future.done():
+                            continue
+                        try:
+                            [error] = await self._accept_batch([item])
+                        except Exception as single:
+                            _resolve(item.future, single)
+                        else:
+                            _resolve(item.future, error)
+                    continue
+                for item, error in zip(batch, errors, strict=True):
+                    _resolve(item.future, error)
+                batch = []
+        finally:
+            # Only reached with callers left when the committer itself is cancelled.
+            stopped = RuntimeError("the ledger's intake stopped before the commit")
+            for item in [*batch, *self._intake]:
+                _resolve(item.future, stopped)
+            self._intake.clear()
+
+    async def _accept_batch(self, batch: Sequence[_Intake]) -> list[Exception | None]:
         at = now_ms()
-        occurrences = Counter(k.encode("utf-8") for k in keys)
-        async with self.db.write() as conn:
-            task = await self._lock_task(conn, task_id)
-            if task is None:
-                raise TaskNotFound(task_id)
-            if project_id is not None:
-                owner = await conn.scalar(select(sync_tasks.c.project_id).where(sync_tasks.c.id == task_id))
-                if owner != project_id:
-                    raise TaskNotFound(task_id)
-            if task.pending_keys >= self.max_pending_per_task:
-                raise BacklogFull(task.pending_keys, retry_after=5)
-            existing = {
-                row.key: row.state
-                for row in await conn.execute(
-                    select(ledger.c.key, ledger.c.state).where(
-                        ledger.c.task_id == task_id, ledger.c.key.in_(list(occurrences))
-                    )
+        return await self.db.run_write(lambda conn: self._accept_tx(conn, batch, at))
+
+    def _accept_tx(self, conn: Connection, batch: Sequence[_Intake], at: int) -> list[Exception | None]:
+        sql = self._sql
+        results: list[Exception | None] = [None] * len(batch)
+        by_task: dict[str, list[int]] = {}
+        for index, item in enumerate(batch):
+            by_task.setdefault(item.task_id, []).append(index)
+        task_ids = sorted(by_task)
+        tasks = {
+            row[0]: (int(row[1]), row[2])
+            for row in conn.exec_driver_sql(sql.in_list(sql.accept_tasks, len(task_ids)), sql.in_params(task_ids))
+        }
+        for task_id in task_ids:
+            indexes = by_task[task_id]
+            found = tasks.get(task_id)
+            if found is None:
+                for index in indexes:
+                    results[index] = TaskNotFound(task_id)
+                continue
+            pending, owner = found
+            admitted = []
+            for index in indexes:
+                project_id = batch[index].project_id
+                if project_id is not None and project_id != owner:
+                    results[index] = TaskNotFound(task_id)
+                else:
+                    admitted.append(index)
+            if not admitted:
+                continue
+            keys = list(set().union(*(batch[i].occurrences for i in admitted)))
+            states: dict[bytes, str] = {}
+            for start in range(0, len(keys), _SQLITE_IN_CHUNK):
+                chunk = keys[start:start + _SQLITE_IN_CHUNK]
+                for row in conn.exec_driver_sql(
+                    sql.existing_states(len(chunk)), (task_id, *sql.in_params(chunk))
+                ):
+                    states[bytes(row[0])] = row[1]
+            merged: Counter[bytes] = Counter()
+            requests = 0
+            newly_pending = 0
+            # In arrival order, as if each ran alone: the backlog bound sees the earlier ones.
+            for index in admitted:
+                item = batch[index]
+                if pending >= self.max_pending_per_task:
+                    results[index] = BacklogFull(pending, retry_after=5)
+                    continue
+                newly = 0
+                for key in item.occurrences:
+                    state = states.get(key, DONE)
+                    if state in (DONE, FAILED):
+                        newly += 1
+                        states[key] = PENDING
+                pending += newly
+                newly_pending += newly
+                merged.update(item.occurrences)
+                requests += item.count
+            if merged:
+                conn.exec_driver_sql(
+                    sql.accept_upsert, [(task_id, key, n, at, at, at) for key, n in merged.items()]
                 )
-            }
-            newly_pending = sum(1 for k in occurrences if existing.get(k, DONE) in (DONE, FAILED))
-            stmt = _insert(self.db, ledger)
-            reopened = or_(ledger.c.state == DONE, ledger.c.state == FAILED)  # no IN: executemany
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[ledger.c.task_id, ledger.c.key],
-                set_={
-                    "generation": ledger.c.generation + stmt.excluded.generation,
-                    # New data makes a waiting retry due now with a fresh attempt budget;
-                    # an in-flight copy keeps its lease and will see the generation move.
-                    "state": case((ledger.c.state == INFLIGHT, INFLIGHT), else_=PENDING),
-                    "due_at": case((ledger.c.state == INFLIGHT, ledger.c.due_at), else_=stmt.excluded.due_at),
-                    "attempts": case((ledger.c.state == INFLIGHT, ledger.c.attempts), else_=0),
-                    "pending_since": case(
-                        (reopened, stmt.excluded.pending_since), else_=ledger.c.pending_since
-                    ),
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-            await conn.execute(
-                stmt,
-                [
-                    {
-                        "task_id": task_id,
-                        "key": key,
-                        "generation": n,
-                        "reported_generation": 0,
-                        "state": PENDING,
-                        "due_at": at,
-                        "attempts": 0,
-                        "pending_since": at,
-                        "updated_at": at,
-                    }
-                    for key, n in occurrences.items()
-                ],
-            )
             if newly_pending:
-                await conn.execute(
-                    update(sync_tasks)
-                    .where(sync_tasks.c.id == task_id)
-                    .values(pending_keys=sync_tasks.c.pending_keys + newly_pending)
-                )
-            await self._count(conn, task_id, at, request=len(keys))
+                conn.exec_driver_sql(sql.add_pending, (newly_pending, task_id))
+            if requests:
+                self._count_sync(conn, task_id, at, {"request": requests})
+        return results
 
     # -- claim ----------------------------------------------------------------------------------
 
@@ -233,65 +438,69 @@ class Ledger:
             return []
         at = now_ms()
         lease_ms = int(lease_seconds * 1000)
-        async with self.db.write() as conn:
-            # The tasks table is small and each EXISTS is one probe of ix_ledger_task_due.
-            candidates = (await conn.execute(
-                select(sync_tasks.c.id, sync_tasks.c.max_concurrency)
-                .where(
-                    sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
-                    sync_tasks.c.pending_keys > 0,
-                    exists().where(ledger.c.task_id == sync_tasks.c.id, OPEN_STATES, ledger.c.due_at <= at),
-                )
-                .order_by(sync_tasks.c.id)
-            )).all()
-            order = [c for c in candidates if not caps or caps.get(c.id, 1) > 0]
-            if not order:
-                return []
-            start = self._turn % len(order)
-            self._turn += 1
-            order = order[start:] + order[:start]
-            concurrency = {t.id: t.max_concurrency for t in order}
-            room: dict[str, int | None] = {}  # keys a task may still take in this call; None: any
-            rows: list[Any] = []
-            # Rounds of equal shares: a task that takes less than its share (nothing more due,
-            # rows locked by another claimer, at its cap) drops out and the rest share what is left.
-            queue = [t.id for t in order]
-            left = limit
-            while left > 0 and queue:
-                base, extra = divmod(left, len(queue))
-                untried: list[str] = []
-                full: list[str] = []
-                for index, task_id in enumerate(queue):
-                    want = base + (1 if index < extra else 0)
-                    if want == 0:
-                        untried.append(task_id)
-                        continue
-                    if task_id not in room:
-                        room[task_id] = await self._room(conn, task_id, caps, concurrency[task_id], at)
-                    cap = room[task_id]
-                    if cap is not None:
-                        want = min(want, cap)
-                    if want == 0:
-                        continue
-                    got = await self._claim_task(conn, task_id, owner, want, at, lease_ms)
-                    rows.extend(got)
-                    left -= len(got)
-                    if cap is not None:
-                        room[task_id] = cap - len(got)
-                    if len(got) == want and room[task_id] != 0:
-                        full.append(task_id)
-                queue = untried + full
+        caps = dict(caps) if caps else None
+        return await self.db.run_write(lambda conn: self._claim_tx(conn, owner, limit, at, lease_ms, caps))
+
+    def _claim_tx(
+        self, conn: Connection, owner: str, limit: int, at: int, lease_ms: int, caps: Mapping[str, int] | None
+    ) -> list[Claim]:
+        # The tasks table is small and each EXISTS is one probe of ix_ledger_task_due.
+        candidates = conn.execute(
+            select(sync_tasks.c.id, sync_tasks.c.max_concurrency)
+            .where(
+                sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
+                sync_tasks.c.pending_keys > 0,
+                exists().where(ledger.c.task_id == sync_tasks.c.id, OPEN_STATES, ledger.c.due_at <= at),
+            )
+            .order_by(sync_tasks.c.id)
+        ).all()
+        order = [c for c in candidates if not caps or caps.get(c.id, 1) > 0]
+        if not order:
+            return []
+        start = self._turn % len(order)
+        self._turn += 1
+        order = order[start:] + order[:start]
+        concurrency = {t.id: t.max_concurrency for t in order}
+        room: dict[str, int | None] = {}  # keys a task may still take in this call; None: any
+        rows: list[Any] = []
+        # Rounds of equal shares: a task that takes less than its share (nothing more due,
+        # rows locked by another claimer, at its cap) drops out and the rest share what is left.
+        queue = [t.id for t in order]
+        left = limit
+        while left > 0 and queue:
+            base, extra = divmod(left, len(queue))
+            untried: list[str] = []
+            full: list[str] = []
+            for index, task_id in enumerate(queue):
+                want = base + (1 if index < extra else 0)
+                if want == 0:
+                    untried.append(task_id)
+                    continue
+                if task_id not in room:
+                    room[task_id] = self._room(conn, task_id, caps, concurrency[task_id], at)
+                cap = room[task_id]
+                if cap is not None:
+                    want = min(want, cap)
+                if want == 0:
+                    continue
+                got = self._claim_task(conn, task_id, owner, want, at, lease_ms)
+                rows.extend(got)
+                left -= len(got)
+                if cap is not None:
+                    room[task_id] = cap - len(got)
+                if len(got) == want and room[task_id] != 0:
+                    full.append(task_id)
+            queue = untried + full
         orphans: dict[tuple[str, bytes], list[OpenUpload]] = {}
         if rows:
-            async with self.db.read() as conn:
-                found = await conn.execute(
-                    select(open_uploads).where(
-                        open_uploads.c.task_id.in_({r.task_id for r in rows}),
-                        open_uploads.c.key.in_([r.key for r in rows]),
-                    )
+            found = conn.execute(
+                select(open_uploads).where(
+                    open_uploads.c.task_id.in_({r.task_id for r in rows}),
+                    open_uploads.c.key.in_([r.key for r in rows]),
                 )
-                for u in found:
-                    orphans.setdefault((u.task_id, u.key), []).append(OpenUpload(u.id, u.bucket, u.upload_id))
+            )
+            for u in found:
+                orphans.setdefault((u.task_id, u.key), []).append(OpenUpload(u.id, u.bucket, u.upload_id))
         return [
             Claim(
                 row_id=r.id, task_id=r.task_id, key=r.key.decode("utf-8"), generation=r.generation,
@@ -301,19 +510,19 @@ class Ledger:
             for r in rows
         ]
 
-    async def _room(
-        self, conn: AsyncConnection, task_id: str, caps: Mapping[str, int] | None, max_concurrency: int | None,
+    def _room(
+        self, conn: Connection, task_id: str, caps: Mapping[str, int] | None, max_concurrency: int | None,
         at: int,
     ) -> int | None:
         """How many keys of the task one claim may take: the caller's cap and the room under the
         task's concurrency cap, whichever is smaller; None when neither bounds it."""
         cap = caps.get(task_id) if caps else None
         if max_concurrency is not None:
-            free = await self._free_concurrency(conn, task_id, max_concurrency, at)
+            free = self._free_concurrency(conn, task_id, max_concurrency, at)
             cap = free if cap is None else min(cap, free)
         return cap
 
-    async def _free_concurrency(self, conn: AsyncConnection, task_id: str, maximum: int, at: int) -> int:
+    def _free_concurrency(self, conn: Connection, task_id: str, maximum: int, at: int) -> int:
         """How many more keys of the task may be leased under its ``max_concurrency``: the
         maximum minus its live leases (expired ones belong to dead workers and are due again).
 
@@ -321,20 +530,20 @@ class Ledger:
         lock, so that two of them cannot both count the same free room; one that does not get
         it at once skips the task this time (a claim never waits)."""
         if self.db.is_postgres:
-            got = await conn.scalar(
+            got = conn.scalar(
                 select(func.pg_try_advisory_xact_lock(ADVISORY_CLAIM_CLASS, func.hashtext(task_id)))
             )
             if not got:
                 return 0
-        leased = await conn.scalar(
+        leased = conn.scalar(
             select(func.count()).select_from(ledger).where(
                 ledger.c.task_id == task_id, ledger.c.state == INFLIGHT, ledger.c.due_at > at
             )
         )
         return max(0, maximum - int(leased or 0))
 
-    async def _claim_task(
-        self, conn: AsyncConnection, task_id: str, owner: str, limit: int, at: int, lease_ms: int
+    def _claim_task(
+        self, conn: Connection, task_id: str, owner: str, limit: int, at: int, lease_ms: int
     ) -> Sequence[Any]:
         """Lease up to ``limit`` due keys of one task, oldest due first."""
         due = (
@@ -364,31 +573,27 @@ class Ledger:
                 ledger.c.attempts, ledger.c.pending_since,
             )
         )
-        return (await conn.execute(stmt)).all()
+        return conn.execute(stmt).all()
 
     async def renew(self, owner: str, row_ids: Sequence[int], lease_seconds: float) -> int:
         """Extend the leases ``owner`` still holds; returns how many were extended."""
         if not row_ids:
             return 0
         at = now_ms()
-        async with self.db.write() as conn:
-            await self._share_tasks_of(conn, row_ids)
-            result = await conn.execute(
+        ids = list(row_ids)
+
+        def renew_tx(conn: Connection) -> int:
+            self._share_tasks_sync(conn, ids)
+            result = conn.execute(
                 update(ledger)
-                .where(ledger.c.id.in_(list(row_ids)), ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
+                .where(ledger.c.id.in_(ids), ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
                 .values(due_at=at + int(lease_seconds * 1000))
             )
-        return int(result.rowcount or 0)
+            return int(result.rowcount or 0)
+
+        return await self.db.run_write(renew_tx)
 
     # -- finish ---------------------------------------------------------------------------------
-
-    async def _owned_row(self, conn: AsyncConnection, owner: str, claim: Claim) -> Any:
-        query = select(ledger.c.generation, ledger.c.reported_generation).where(
-            ledger.c.id == claim.row_id, ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT
-        )
-        if self.db.is_postgres:
-            query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
-        return (await conn.execute(query)).first()
 
     async def finish(self, owner: str, claim: Claim, outcome: Outcome) -> FinishResult:
         """Record ``outcome`` for the claimed generation.
@@ -398,50 +603,8 @@ class Ledger:
         stays pending for another copy; otherwise the outcome is final and every older
         occurrence it absorbed counts as SKIP ``coalesced``.
         """
-        at = now_ms()
-        async with self.db.write() as conn:
-            await self._lock_task(conn, claim.task_id)
-            row = await self._owned_row(conn, owner, claim)
-            if row is None:
-                return FinishResult(recorded=False)
-            served = claim.generation - row.reported_generation
-            if row.generation != claim.generation:
-                await conn.execute(
-                    update(ledger).where(ledger.c.id == claim.row_id).values(
-                        state=PENDING, due_at=at, attempts=0, lease_owner=None, reported_generation=claim.generation,
-                        pending_since=at, updated_at=at,
-                    )
-                )
-                await self._count(conn, claim.task_id, at, skip=served)
-                return FinishResult(recorded=True, final=False, coalesced=served)
-            kind = outcome.kind
-            await conn.execute(
-                update(ledger).where(ledger.c.id == claim.row_id).values(
-                    state=FAILED if kind is OutcomeKind.FAILURE else DONE,
-                    lease_owner=None, reported_generation=claim.generation,
-                    copied_generation=claim.generation if kind is OutcomeKind.SUCCESS else ledger.c.copied_generation,
-                    outcome=kind.value, reason=outcome.reason, message=outcome.message,
-                    size=outcome.size if kind is OutcomeKind.SUCCESS else ledger.c.size,
-                    attempts=claim.attempts + 1, pending_since=None, updated_at=at,
-                )
-            )
-            await conn.execute(
-                update(sync_tasks).where(sync_tasks.c.id == claim.task_id)
-                .values(pending_keys=sync_tasks.c.pending_keys - 1)
-            )
-            counts = {"success": 0, "failure": 0, "skip": served - 1, "size": 0}
-            counts[kind.value.lower()] += 1
-            if kind is OutcomeKind.SUCCESS:
-                counts["size"] = outcome.size
-            counts[latency_column(at - claim.pending_since)] = 1
-            await self._count(conn, claim.task_id, at, **counts)
-            await conn.execute(
-                outcome_log.insert().values(
-                    task_id=claim.task_id, key=claim.key.encode("utf-8"), outcome=kind.value,
-                    reason=outcome.reason, message=outcome.message, at=at,
-                )
-            )
-        return FinishResult(recorded=True, final=True, coalesced=served - 1)
+        [result] = await self.finish_many(owner, [(claim, outcome)])
+        return result
 
     async def finish_many(self, owner: str, items: Sequence[tuple[Claim, Outcome]]) -> list[FinishResult]:
         """Record a batch of outcomes in one transaction: the same effect and the same results,
@@ -456,92 +619,71 @@ class Ledger:
         if not items:
             return []
         at = now_ms()
-        async with self.db.write() as conn:
-            task_ids = sorted({claim.task_id for claim, _ in items})
-            if self.db.is_postgres:
-                await conn.execute(
-                    select(sync_tasks.c.id).where(sync_tasks.c.id.in_(task_ids))
-                    .order_by(sync_tasks.c.id).with_for_update(key_share=True)  # FOR NO KEY UPDATE
-                )
-            query = (
-                select(ledger.c.id, ledger.c.generation, ledger.c.reported_generation)
-                .where(ledger.c.id.in_(sorted({claim.row_id for claim, _ in items})),
-                       ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
-                .order_by(ledger.c.id)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(key_share=True)
-            owned = {row.id: row for row in await conn.execute(query)}
-            results: list[FinishResult] = []
-            moved: list[dict[str, Any]] = []
-            final: list[dict[str, Any]] = []
-            logged: list[dict[str, Any]] = []
-            finished: Counter[str] = Counter()
-            counts: dict[str, Counter[str]] = {}
-            for claim, outcome in items:
-                row = owned.pop(claim.row_id, None)
-                if row is None:
-                    results.append(FinishResult(recorded=False))
-                    continue
-                served = claim.generation - row.reported_generation
-                tally = counts.setdefault(claim.task_id, Counter())
-                if row.generation != claim.generation:
-                    moved.append({"b_id": claim.row_id, "b_reported": claim.generation})
-                    tally["skip"] += served
-                    results.append(FinishResult(recorded=True, final=False, coalesced=served))
-                    continue
-                kind = outcome.kind
-                success = kind is OutcomeKind.SUCCESS
-                final.append({
-                    "b_id": claim.row_id, "b_state": FAILED if kind is OutcomeKind.FAILURE else DONE,
-                    "b_reported": claim.generation, "b_copied": claim.generation if success else None,
-                    "b_outcome": kind.value, "b_reason": outcome.reason, "b_message": outcome.message,
-                    "b_size": outcome.size if success else None, "b_attempts": claim.attempts + 1,
-                })
-                logged.append({
-                    "task_id": claim.task_id, "key": claim.key.encode("utf-8"), "outcome": kind.value,
-                    "reason": outcome.reason, "message": outcome.message, "at": at,
-                })
-                finished[claim.task_id] += 1
-                tally["skip"] += served - 1
-                tally[kind.value.lower()] += 1
-                if success:
-                    tally["size"] += outcome.size
-                tally[latency_column(at - claim.pending_since)] += 1
-                results.append(FinishResult(recorded=True, final=True, coalesced=served - 1))
-            if moved:
-                await conn.execute(
-                    update(ledger).where(ledger.c.id == bindparam("b_id")).values(
-                        state=PENDING, due_at=at, attempts=0, lease_owner=None,
-                        reported_generation=bindparam("b_reported"), pending_since=at, updated_at=at,
-                    ),
-                    moved,
-                )
-            if final:
-                await conn.execute(
-                    update(ledger).where(ledger.c.id == bindparam("b_id")).values(
-                        state=bindparam("b_state"), lease_owner=None,
-                        reported_generation=bindparam("b_reported"),
-                        copied_generation=func.coalesce(
-                            bindparam("b_copied", type_=ledger.c.copied_generation.type),
-                            ledger.c.copied_generation),
-                        outcome=bindparam("b_outcome"), reason=bindparam("b_reason"),
-                        message=bindparam("b_message"),
-                        size=func.coalesce(bindparam("b_size", type_=ledger.c.size.type), ledger.c.size),
-                        attempts=bindparam("b_attempts"), pending_since=None, updated_at=at,
-                    ),
-                    final,
-                )
-            for task_id in task_ids:
-                if finished[task_id]:
-                    await conn.execute(
-                        update(sync_tasks).where(sync_tasks.c.id == task_id)
-                        .values(pending_keys=sync_tasks.c.pending_keys - finished[task_id])
-                    )
-                if task_id in counts:
-                    await self._count(conn, task_id, at, **counts[task_id])
-            if logged:
-                await conn.execute(outcome_log.insert(), logged)
+        batch = list(items)
+        return await self.db.run_write(lambda conn: self._finish_tx(conn, owner, batch, at))
+
+    def _owned_rows(self, conn: Connection, owner: str, row_ids: Sequence[int]) -> dict[int, Any]:
+        """The rows of ``row_ids`` that ``owner`` holds in flight (locked on PostgreSQL), by id."""
+        sql = self._sql
+        ids = sorted(set(row_ids))
+        return {
+            int(row[0]): row
+            for row in conn.exec_driver_sql(sql.in_list(sql.owned_rows, len(ids)), (*sql.in_params(ids), owner))
+        }
+
+    def _finish_tx(
+        self, conn: Connection, owner: str, items: Sequence[tuple[Claim, Outcome]], at: int
+    ) -> list[FinishResult]:
+        sql = self._sql
+        task_ids = sorted({claim.task_id for claim, _ in items})
+        if self.db.is_postgres:
+            conn.exec_driver_sql(sql.lock_tasks, (task_ids,))  # FOR NO KEY UPDATE, in id order
+        owned = self._owned_rows(conn, owner, [claim.row_id for claim, _ in items])
+        results: list[FinishResult] = []
+        moved: list[tuple[Any, ...]] = []
+        final: list[tuple[Any, ...]] = []
+        logged: list[tuple[Any, ...]] = []
+        finished: Counter[str] = Counter()
+        counts: dict[str, Counter[str]] = {}
+        for claim, outcome in items:
+            row = owned.pop(claim.row_id, None)
+            if row is None:
+                results.append(FinishResult(recorded=False))
+                continue
+            generation, reported = int(row[1]), int(row[2])
+            served = claim.generation - reported
+            tally = counts.setdefault(claim.task_id, Counter())
+            if generation != claim.generation:
+                moved.append((at, claim.generation, at, at, claim.row_id))
+                tally["skip"] += served
+                results.append(FinishResult(recorded=True, final=False, coalesced=served))
+                continue
+            kind = outcome.kind
+            success = kind is OutcomeKind.SUCCESS
+            final.append((
+                FAILED if kind is OutcomeKind.FAILURE else DONE, claim.generation,
+                claim.generation if success else None, kind.value, outcome.reason, outcome.message,
+                outcome.size if success else None, claim.attempts + 1, at, claim.row_id,
+            ))
+            logged.append((claim.task_id, claim.key.encode("utf-8"), kind.value, outcome.reason, outcome.message, at))
+            finished[claim.task_id] += 1
+            tally["skip"] += served - 1
+            tally[kind.value.lower()] += 1
+            if success:
+                tally["size"] += outcome.size
+            tally[latency_column(at - claim.pending_since)] += 1
+            results.append(FinishResult(recorded=True, final=True, coalesced=served - 1))
+        if moved:
+            conn.exec_driver_sql(sql.moved, moved)
+        if final:
+            conn.exec_driver_sql(sql.final, final)
+        for task_id in task_ids:
+            if finished[task_id]:
+                conn.exec_driver_sql(sql.add_pending, (-finished[task_id], task_id))
+            if task_id in counts:
+                self._count_sync(conn, task_id, at, counts[task_id])
+        if logged:
+            conn.exec_driver_sql(sql.log_outcome, logged)
         return results
 
     async def retry_later(self, owner: str, claim: Claim, delay_seconds: float, reason: str, message: str) -> bool:
@@ -549,54 +691,78 @@ class Ledger:
 
         Returns False when the lease was lost. A newer generation makes it due at once.
         """
+        [kept] = await self.retry_many(owner, [(claim, delay_seconds, reason, message)])
+        return kept
+
+    async def retry_many(self, owner: str, items: Sequence[tuple[Claim, float, str, str]]) -> list[bool]:
+        """:meth:`retry_later` for each ``(claim, delay_seconds, reason, message)`` in one
+        transaction, in order (one timestamp); returns whether each lease was still held. A row
+        named twice is given back once; the later item finds its lease gone.
+
+        On PostgreSQL a batch of several rows locks their tasks ``FOR SHARE`` first (the module's
+        lock order); a single row is locked alone, as before."""
+        if not items:
+            return []
         at = now_ms()
-        async with self.db.write() as conn:
-            row = await self._owned_row(conn, owner, claim)
+        batch = list(items)
+        return await self.db.run_write(lambda conn: self._retry_tx(conn, owner, batch, at))
+
+    def _retry_tx(
+        self, conn: Connection, owner: str, items: Sequence[tuple[Claim, float, str, str]], at: int
+    ) -> list[bool]:
+        ids = [claim.row_id for claim, *_ in items]
+        if len(set(ids)) > 1:
+            self._share_tasks_sync(conn, ids)
+        owned = self._owned_rows(conn, owner, ids)
+        kept: list[bool] = []
+        updates: list[tuple[Any, ...]] = []
+        for claim, delay_seconds, reason, message in items:
+            row = owned.pop(claim.row_id, None)
             if row is None:
-                return False
-            moved = row.generation != claim.generation
-            await conn.execute(
-                update(ledger).where(ledger.c.id == claim.row_id).values(
-                    state=PENDING, lease_owner=None,
-                    due_at=at if moved else at + int(delay_seconds * 1000),
-                    attempts=0 if moved else claim.attempts + 1,
-                    reason=reason, message=message, updated_at=at,
-                )
-            )
-        return True
+                kept.append(False)
+                continue
+            moved = int(row[1]) != claim.generation
+            updates.append((
+                at if moved else at + int(delay_seconds * 1000), 0 if moved else claim.attempts + 1,
+                reason, message, at, claim.row_id,
+            ))
+            kept.append(True)
+        if updates:
+            conn.exec_driver_sql(self._sql.retry, updates)
+        return kept
 
     async def release(self, owner: str, claims: Sequence[Claim]) -> None:
         """Hand keys back untouched (graceful shutdown): due now, attempt not counted."""
         if not claims:
             return
         at = now_ms()
-        async with self.db.write() as conn:
-            await self._share_tasks_of(conn, [c.row_id for c in claims])
-            await conn.execute(
+        ids = [c.row_id for c in claims]
+
+        def release_tx(conn: Connection) -> None:
+            self._share_tasks_sync(conn, ids)
+            conn.execute(
                 update(ledger)
-                .where(ledger.c.id.in_([c.row_id for c in claims]), ledger.c.lease_owner == owner,
-                       ledger.c.state == INFLIGHT)
+                .where(ledger.c.id.in_(ids), ledger.c.lease_owner == owner, ledger.c.state == INFLIGHT)
                 .values(state=PENDING, lease_owner=None, due_at=at, updated_at=at)
             )
+
+        await self.db.run_write(release_tx)
 
     # -- multipart uploads in flight ---------------------------------------------------------
 
     async def record_upload(self, claim: Claim, bucket: str, upload_id: str) -> int:
         """Remember a started multipart upload (committed before any part is sent), so that a
         crash cannot orphan it unnoticed. Returns the record's id for :meth:`forget_upload`."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                open_uploads.insert().values(
-                    task_id=claim.task_id, key=claim.key.encode("utf-8"), bucket=bucket,
-                    upload_id=upload_id, created_at=now_ms(),
-                ).returning(open_uploads.c.id)
-            )
-            return int(result.scalar_one())
+        stmt = open_uploads.insert().values(
+            task_id=claim.task_id, key=claim.key.encode("utf-8"), bucket=bucket,
+            upload_id=upload_id, created_at=now_ms(),
+        ).returning(open_uploads.c.id)
+        return await self.db.run_write(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     async def forget_upload(self, record_id: int) -> None:
         """The upload was completed or aborted: drop its record."""
-        async with self.db.write() as conn:
-            await conn.execute(open_uploads.delete().where(open_uploads.c.id == record_id))
+        stmt = open_uploads.delete().where(open_uploads.c.id == record_id)
+        await self.db.run_write(lambda conn: conn.execute(stmt))
 
     # -- re-drive and inspection ---------------------------------------------------------------
 
