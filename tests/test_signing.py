@@ -212,7 +212,8 @@ def test_canonical_uri_keeps_invalid_utf8_distinct() -> None:
         ("data_type=REQUEST%2CSUCCESS", "data_type=REQUEST%2CSUCCESS"),
         ("b=2&a=1", "a=1&b=2"),
         ("a=2&a=1&a=10", "a=1&a=10&a=2"),
-        ("a+b=c+d", "a%2Bb=c%2Bd"),
+        ("a+b=c+d", "a%20b=c%20d"),  # a bare '+' is a space, as the query parser reads it
+        ("a%2Bb=c%2Bd", "a%2Bb=c%2Bd"),
         ("a%20b=%E4%BB%BB", "a%20b=%E4%BB%BB"),
         ("flag&x=", "flag=&x="),
         ("&&a=1&", "a=1"),

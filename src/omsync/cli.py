@@ -86,8 +86,6 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
         atexit.register(shutil.rmtree, shared, ignore_errors=True)
 
-    import uvicorn
-
     from omsync.app import create_app
     from omsync.logs import configure_logging
 
@@ -96,8 +94,9 @@ def serve(
         "omsync serving on http://%s:%s (database %s)", settings.host, settings.port,
         settings.resolved_database_url.split("@")[-1],
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=30)
+    from omsync.serving import serve as serve_app
+
+    serve_app(settings, create_app(settings))  # hardened uvicorn options (omsync.serving)
 
 
 @app.command()

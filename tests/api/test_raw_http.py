@@ -14,8 +14,8 @@ from tests.omsync_server import OmsyncServer, omsync_cli
 from tests.rawhttp import signed_request
 
 GOOD_TASK = {
-    "src_cloud_type": "Aliyun", "src_region": "cn-hangzhou", "src_bucket": "s", "src_ak": "a", "src_sk": "b",
-    "dst_ak": "c", "dst_sk": "d", "dst_region": "cn-north-4", "dst_bucket": "t",
+    "src_cloud_type": "Aliyun", "src_region": "cn-hangzhou", "src_bucket": "src-s", "src_ak": "a", "src_sk": "b",
+    "dst_ak": "c", "dst_sk": "d", "dst_region": "cn-north-4", "dst_bucket": "dst-t",
 }
 
 
@@ -113,7 +113,7 @@ def test_tampered_body_is_401(api_server: OmsyncServer, keys: dict[str, dict[str
                          query_params=[], header_params={"Content-Type": "application/json", "X-Project-Id": PROJECT},
                          body=body)
     Signer(BasicCredentials(k["access_key"], k["secret_key"], PROJECT)).sign(request)
-    tampered = body.replace(b'"t"', b'"u"')
+    tampered = body.replace(b'"dst-t"', b'"dst-u"')
     response = httpx.post(api_server.url + TASKS, headers=request.header_params, content=tampered)
     assert_oms_error(response, 401, "APIGW.0301")
 

@@ -19,6 +19,7 @@ from omsync import metrics
 from omsync.api import errors
 from omsync.api.auth import authorize_project
 from omsync.api.errors import OmsError, invalid, not_found
+from omsync.api.guards import INT64_MAX, check_task_buckets, load_json_body
 from omsync.api.schemas import (
     CreateSyncTaskReq,
     CreateSyncTaskResponse,
@@ -81,10 +82,7 @@ async def parse_body(request: Request, model: type[M], *, allow_empty: bool = Fa
             raw = b"{}"
         else:
             raise invalid("body", "is required")
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("body", "is not valid JSON") from exc
+    payload = load_json_body(raw)  # 400 for bad JSON, deep nesting, integers beyond 64 bits
     if not isinstance(payload, dict):
         raise invalid("body", "must be a JSON object")
     try:
@@ -127,13 +125,7 @@ def _task_info(row: Mapping[str, Any]) -> dict[str, Any]:
 def _check_side(services: Services, side: str, cloud: CloudType, region: str, bucket: str) -> None:
     """Refuse a task whose source or destination omsync could not reach, naming the field."""
     if cloud is CloudType.LOCAL:
-        from pathlib import Path as FsPath
-
-        roots = [r.resolve() for r in services.settings.fs_roots]
-        target = FsPath(bucket)
-        if not target.is_absolute() or not any(target.resolve().is_relative_to(r) for r in roots):
-            raise invalid(f"{side}_bucket", "must be an absolute directory inside an allowed fs root (OMSYNC_FS_ROOTS)")
-        return
+        return  # the directory and the project's grant are checked by check_task_buckets
     try:
         resolve_endpoint(cloud.value, region, services.settings.endpoints)
     except EndpointError as exc:
@@ -184,6 +176,8 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
         raise invalid("source_cdn", "fetching sources through a CDN is not supported by omsync")
     _check_side(services, "src", body.src_cloud_type, body.src_region, body.src_bucket)
     _check_side(services, "dst", body.dst_cloud_type, body.dst_region, body.dst_bucket)
+    check_task_buckets(services.settings, project_id, body.src_cloud_type, body.src_bucket,
+                       body.dst_cloud_type, body.dst_bucket)
     fields = {
         "src_cloud_type": body.src_cloud_type.value,
         "src_region": body.src_region,
@@ -359,7 +353,7 @@ async def list_failed_objects(
     services: ServicesDep,
     sync_task_id: TaskId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    marker: Annotated[int, Query(ge=0)] = 0,
+    marker: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
     """Failed keys with their reasons, paginated by ``marker`` (the ``next_marker`` returned)."""
     await _task(services, project_id, sync_task_id)

@@ -170,7 +170,8 @@ class TaskLimitsReq(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_concurrency: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
-    max_objects_per_second: Annotated[float, Field(gt=0, le=1_000_000, strict=True, allow_inf_nan=False)] | None = None
+    # At least one key per 1,000 s: a smaller positive rate would never let a key start.
+    max_objects_per_second: Annotated[float, Field(ge=0.001, le=1_000_000, strict=True, allow_inf_nan=False)] | None = None
     max_bytes_per_second: Annotated[StrictInt, Field(ge=1024, le=10**15)] | None = None
 
 

@@ -147,8 +147,9 @@ def canonical_query(raw_query: str | bytes) -> str:
 
     Pairs are split on ``&`` and the first ``=``, decoded, sorted by name then value and
     re-encoded (space → ``%20``, ``+`` → ``%2B``, ``,`` → ``%2C``); a name without ``=``
-    gets an empty value. A literal ``+`` on the wire is a plus sign, never a space: the SDK
-    always escapes both.
+    gets an empty value. A bare ``+`` on the wire is read as a space, exactly as the
+    application's query parser reads it (form encoding), so a signature covers the meaning the
+    request is served with; the SDK always escapes both, so what it signs is unchanged.
     """
     raw = raw_query.encode("utf-8") if isinstance(raw_query, str) else raw_query
     pairs: list[tuple[bytes, bytes]] = []
@@ -156,7 +157,7 @@ def canonical_query(raw_query: str | bytes) -> str:
         if not piece:
             continue
         name, _, value = piece.partition(b"=")
-        pairs.append((unquote_to_bytes(name), unquote_to_bytes(value)))
+        pairs.append((unquote_to_bytes(name.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))))
     # Byte order of UTF-8 equals code-point order, which is what the SDK sorts by.
     pairs.sort()
     return "&".join(f"{_encode(name)}={_encode(value)}" for name, value in pairs)
