@@ -1,17 +1,24 @@
 """Event-to-copy latency of omsync at a steady event rate, and its memory over the run.
 
-    python bench/latency.py [--rate 100] [--duration 20] [--workers 16]
-                            [--variant server-side|streamed] [--keys-per-event 1] [--senders 32]
+    python bench/latency.py [--rate 100] [--duration 10] [--workers 64]
+                            [--variant server-side|streamed] [--keys-per-event 1] [--senders 8]
+                            [--put-inline]
 
-One SeaweedFS and one ``omsync serve`` are started. For ``rate × duration`` slots spaced
-``1/rate`` s apart, a sender thread PUTs a new 4 KiB object into the source bucket and then posts
-one sync event naming it (one key per event, through the official SDK). Latency per key is the
-time from just before the event was sent (client clock) until omsync recorded the key's outcome
-(``updated_at`` of its ledger row, read from the SQLite file afterwards; same machine, same
-clock). ``--keys-per-event`` > 1 groups consecutive slots into one event instead.
+One SeaweedFS and one ``omsync serve`` (defaults: worker processes beside the API process) are
+started. ``rate × duration`` new 4 KiB objects are written into the source bucket first (the
+source cloud's work, not omsync's: with ``--put-inline`` each sender writes its object just
+before its event instead, on the same two cores). Then, for ``rate × duration`` slots spaced
+``1/rate`` s apart, ``--senders`` threads post one sync event per slot naming the key (through
+the official SDK). ``--keys-per-event`` > 1 groups consecutive slots into one event.
 
-RSS of the omsync process is sampled every 0.5 s (``VmRSS``) with the number of events sent so
-far; the peak is the kernel's high-water mark (``VmHWM``) just before it is stopped.
+Latency per key is the time from just before its event was sent (client clock) until omsync
+recorded the key's outcome (``updated_at`` of its ledger row, read from the SQLite file
+afterwards; same machine, same clock): the object is in the destination, verified, by then.
+"sent -> answered" is the CreateSyncEvents round trip; "later than its slot" says whether slow
+answers held the senders back.
+
+RSS of omsync (the API process and its worker processes) is sampled every 0.5 s with the
+number of events sent so far; the peak also takes each process's ``VmHWM`` before it stops.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import procstat
 from common import (
     RssSampler,
     load,
@@ -33,6 +41,7 @@ from common import (
     s3_client,
     seaweedfs,
     table,
+    upload,
     wait_settled,
 )
 
@@ -44,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0,
                         help="new keys per second, one event each unless --keys-per-event (default 100)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady events (default 20)")
-    parser.add_argument("--workers", type=int, default=16, help="omsync copy slots (default 16)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of steady events (default 10)")
+    parser.add_argument("--workers", type=int, default=64, help="omsync copy slots per worker process (default 64)")
     parser.add_argument("--variant", choices=["server-side", "streamed"], default="server-side")
     parser.add_argument("--keys-per-event", type=int, default=1, help="keys per event (default 1)")
-    parser.add_argument("--senders", type=int, default=32, help="client threads putting objects and posting events")
+    parser.add_argument("--senders", type=int, default=8, help="client threads posting events (default 8)")
+    parser.add_argument("--put-inline", action="store_true",
+                        help="each sender writes its object just before its event instead of all beforehand")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound for the last outcomes after sending")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.keys_per_event < 1:
@@ -61,11 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     payload = b"x" * SMALL_BYTES
 
     print(f"machine: {machine()}")
+    print(f"at the start: {load()}")
     with seaweedfs() as server:
         src, dst = server.make_bucket("lat-src"), server.make_bucket("lat-dst")
-        s3 = s3_client(server, pool=args.senders + 2)
-        with omsync(server, args.workers) as om:
-            task_id = om.create_task(server, src, dst, server_side=args.variant == "server-side")
+        s3 = s3_client(server, pool=max(args.senders, 16) + 2)
+        if not args.put_inline:
+            took = upload(server, src, [k for keys in events for k in keys], SMALL_BYTES, threads=16)
+            print(f"wrote {slots} source objects beforehand in {took:.1f} s")
+        env = {"workers": str(args.workers)}
+        if args.variant == "streamed":
+            env["server_side_copy"] = "false"
+        with omsync(server, args.workers, **env) as om:
+            task_id = om.create_task(server, src, dst, server_side=False, metadata=True)
             om.counters(task_id)  # warm the first SDK client and the API
             sent_at: dict[str, float] = {}
             answered_at: dict[str, float] = {}
@@ -87,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     delay = due - time.time()
                     if delay > 0:
                         time.sleep(delay)
-                    for key in keys:
-                        s3.put_object(Bucket=src, Key=key, Body=payload)
+                    if args.put_inline:
+                        for key in keys:
+                            s3.put_object(Bucket=src, Key=key, Body=payload)
                     before = time.time()
                     om.post(task_id, keys)
                     after = time.time()
@@ -99,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                             answered_at[key] = after
                         sent[0] += len(keys)
 
-            with RssSampler(om.pid, interval=0.5, progress=lambda: sent[0]) as sampler:
+            peak_tree = [0]
+
+            def progress() -> int:
+                peak_tree[0] = max(peak_tree[0], procstat.tree_kib(om.pid, "VmRSS"))
+                return sent[0]
+
+            cpu0 = procstat.tree_cpu_seconds(om.pid)
+            with RssSampler(om.pid, interval=0.5, progress=progress) as sampler:
                 start = time.time() + 0.2
                 threads = [threading.Thread(target=sender, args=(start,), daemon=True) for _ in range(args.senders)]
                 for thread in threads:
@@ -108,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                     thread.join()
                 send_seconds = time.time() - start
                 counters = wait_settled(om, task_id, slots, args.timeout)
+            cpu = procstat.tree_cpu_seconds(om.pid) - cpu0
             rows = om.ledger_rows(task_id)
-            peak_kib = om.stop()
+            peak_kib = max(procstat.tree_kib(om.pid, "VmHWM"), peak_tree[0])
+            om.stop()
 
     if counters[1] != slots:
         print(f"WARNING: {counters[1]} successes of {slots} (failures {counters[2]}, skips {counters[3]})")
@@ -133,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ]))
     first, last, peak_sampled = sampler.first_last_peak_mib()
     print()
-    print(f"omsync RSS: first {first:.0f} MiB, last {last:.0f} MiB, sampled peak {peak_sampled:.0f} MiB, "
-          f"peak (VmHWM) {peak_kib / 1024:.0f} MiB")
+    print(f"omsync RSS (API process): first {first:.0f} MiB, last {last:.0f} MiB, sampled peak "
+          f"{peak_sampled:.0f} MiB; all omsync processes together: peak {peak_kib / 1024:.0f} MiB")
+    print(f"omsync CPU: {cpu:.1f} s in all, {cpu * 1000 / max(1, slots):.2f} ms per key")
     series = sampler.samples
     if series:
         step = max(1, len(series) // 8)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -77,7 +78,8 @@ class CopyLimits:
     Objects larger than ``multipart_threshold`` bytes go multipart in parts of ``part_size``
     (raised when the destination's minimum part size or part-count limit demands), at most
     ``part_concurrency`` parts in flight. ``clock_skew_seconds`` is how far the two stores'
-    clocks may disagree when a copy is verified by last-modified time.
+    clocks may disagree when a copy is verified by last-modified time. ``stream_memory`` bounds
+    the object bytes all streamed copies of a copier hold at once (see :class:`MemoryBudget`).
     """
 
     multipart_threshold: int = 16 * 1024 * 1024
@@ -85,6 +87,7 @@ class CopyLimits:
     part_concurrency: int = 4
     read_chunk: int = 1024 * 1024
     clock_skew_seconds: float = 2.0
+    stream_memory: int = 128 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.part_size < 1 or self.part_concurrency < 1 or self.read_chunk < 1:
@@ -96,7 +99,56 @@ class CopyLimits:
             multipart_threshold=settings.multipart_threshold_bytes,
             part_size=settings.part_size_bytes,
             part_concurrency=settings.part_concurrency,
+            stream_memory=settings.stream_memory_bytes,
         )
+
+
+class MemoryBudget:
+    """Bytes of object data that all streamed copies of a process may hold at once.
+
+    :meth:`acquire` waits, first come first served, until the bytes are free; a request above
+    the whole budget is granted the budget (one such copy at a time rather than none).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, amount: int) -> int:
+        """Wait until ``amount`` bytes (at most the whole budget) are free and take them;
+        returns what was taken, to hand back to :meth:`release`."""
+        amount = min(max(0, amount), self.limit)
+        if not self._waiters and self.used + amount <= self.limit:
+            self.used += amount
+            return amount
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (amount, future)
+        self._waiters.append(entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(amount)  # granted just as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._grant()
+            raise
+        return amount
+
+    def release(self, amount: int) -> None:
+        """Hand back bytes taken by :meth:`acquire`."""
+        self.used -= amount
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.used + self._waiters[0][0] <= self.limit:
+            amount, future = self._waiters.popleft()
+            if future.done():
+                continue
+            self.used += amount
+            future.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -179,6 +231,7 @@ class Copier:
 
     def __init__(self, limits: CopyLimits) -> None:
         self.limits = limits
+        self.memory = MemoryBudget(limits.stream_memory)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -369,6 +422,15 @@ class Copier:
     async def _single_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                              destination: ObjectStore, options: PutOptions,
                              bandwidth: Bandwidth | None = None) -> _Written:
+        held = await self.memory.acquire(src.size)
+        try:
+            return await self._single_stream_held(spec, key, src, source, destination, options, bandwidth)
+        finally:
+            self.memory.release(held)
+
+    async def _single_stream_held(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
+                                  destination: ObjectStore, options: PutOptions,
+                                  bandwidth: Bandwidth | None) -> _Written:
         chunks: list[bytes] = []
         got = 0
         crc = Crc64()
@@ -409,12 +471,21 @@ class Copier:
         # returns: this is what bounds memory to part_size x part_concurrency.
         permits = asyncio.Semaphore(self.limits.part_concurrency)
 
-        async def upload(upload_id: str, number: int, data: bytes) -> None:
+        async def upload(upload_id: str, number: int, data: bytes, held: int) -> None:
             try:
                 etags[number] = await _on(Side.DESTINATION, destination.upload_part(
                     bucket, key, upload_id, number, data))
             finally:
                 permits.release()
+                self.memory.release(held)
+
+        async def hold() -> int:
+            await permits.acquire()
+            try:
+                return await self.memory.acquire(part_size)
+            except BaseException:
+                permits.release()
+                raise
 
         total = 0
         number = 0
@@ -423,8 +494,9 @@ class Copier:
                 async with asyncio.TaskGroup() as group:
                     reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size),
                                         bandwidth)
+                    held = 0  # budget of the part being filled, until an upload takes it over
                     try:
-                        await permits.acquire()
+                        held = await hold()
                         buffer = bytearray()
                         async for data in reader:
                             total += len(data)
@@ -437,18 +509,21 @@ class Copier:
                                 with memoryview(buffer) as view:
                                     part = bytes(view[:part_size])
                                 del buffer[:part_size]
-                                group.create_task(upload(upload_id, number, part))
+                                group.create_task(upload(upload_id, number, part, held))
+                                held = 0
                                 del part
-                                await permits.acquire()
+                                held = await hold()
                         if total != src.size:
                             raise self._changed(src, total)
                         if buffer or number == 0:
                             number += 1
-                            group.create_task(upload(upload_id, number, bytes(buffer)))
-                        else:
-                            permits.release()
+                            group.create_task(upload(upload_id, number, bytes(buffer), held))
+                            held = 0
                         del buffer
                     finally:
+                        if held:
+                            permits.release()
+                            self.memory.release(held)
                         await reader.aclose()
             except BaseExceptionGroup as group_error:
                 raise _unwrap(group_error) from None

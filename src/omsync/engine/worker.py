@@ -261,12 +261,12 @@ class Engine:
         running = dict(self._jobs)
         if running:
             _, pending = await asyncio.wait(running, timeout=max(0.0, deadline))
+            # Keys of the jobs about to be cancelled go back to the ledger (a key whose outcome
+            # gets recorded meanwhile is no longer in flight, and release leaves it alone).
+            leftover = [claim for task in pending for claim in running[task] if claim.row_id in self._inflight]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            # Keys of cancelled jobs whose outcome was not recorded go back to the ledger.
-            leftover = [claim for task in pending for claim in running[task]
-                        if self._inflight.pop(claim.row_id, None) is not None]
             if leftover:
                 try:
                     await self.ledger.release(self.owner, leftover)
