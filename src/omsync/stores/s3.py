@@ -12,8 +12,8 @@ region, credentials and addressing style, in the whole process; the store takes 
 first use and ``close()`` drops it (the first store to create a client decides its pool size
 and timeouts). All clients share one process-wide event-loop group and host resolver. The CRT
 client's own retries are off: the engine retries, deciding on ``StoreError.kind``. The read
-timeout is enforced here: a request that receives nothing for ``read_timeout`` seconds is
-cancelled and fails as ``TRANSIENT``.
+timeout is enforced here, as a deadline per request: ``read_timeout`` plus the time the bytes
+it moves take at 256 KiB/s; a request past it is cancelled and fails as ``TRANSIENT``.
 
 Keys travel byte-exact: the adapter percent-encodes every byte of a key except unreserved
 characters and ``/`` (S3's own canonical form, so the signature matches what the server
@@ -67,7 +67,8 @@ EVENT_LOOP_THREADS = 1
 One thread keeps up with several thousand small requests a second; set before the first
 request to change it."""
 
-_MIN_GET_WINDOW = 1024 * 1024  # smallest ranged GET a stream issues (chunks are sliced from it)
+_MIN_GET_WINDOW = 4 * 1024 * 1024  # smallest ranged GET a stream issues (chunks are sliced from it)
+_MIN_TRANSFER_RATE = 256 * 1024  # bytes/s a request's body must at least move at, on top of the read timeout
 
 # -- error mapping ------------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class S3ResponseFailure(Exception):
 
 
 class RequestTimeout(Exception):
-    """Nothing arrived for the read timeout; the request was cancelled."""
+    """The request missed its deadline and was cancelled."""
 
 
 # The CRT client classifies three S3 answers as retryable and, with its retries off, reports
@@ -347,11 +348,10 @@ class _Call:
     """One request in flight. The CRT callbacks run on native threads: they only collect what
     arrives and wake the asyncio loop, which resolves ``future``."""
 
-    __slots__ = ("activity", "chunks", "error", "error_body", "error_headers", "error_status",
-                 "future", "headers", "loop", "request", "seen", "status", "timed_out", "timeout",
-                 "timer")
+    __slots__ = ("chunks", "error", "error_body", "error_headers", "error_status", "future", "headers",
+                 "loop", "request", "status", "timed_out", "timer")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.status = 0
@@ -362,10 +362,7 @@ class _Call:
         self.error_headers: list[tuple[str, str]] | None = None
         self.error_body: bytes | None = None
         self.request: Any = None
-        self.activity = 0
-        self.seen = 0
         self.timed_out = False
-        self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
 
     # -- native threads --
@@ -373,14 +370,9 @@ class _Call:
     def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
         self.status = status_code
         self.headers = headers
-        self.activity += 1
 
     def on_body(self, chunk: Any, offset: int, **_: Any) -> None:
-        self.chunks.append(bytes(chunk))
-        self.activity += 1
-
-    def on_progress(self, progress: int, **_: Any) -> None:
-        self.activity += 1
+        self.chunks.append(bytes(chunk))  # no copy: the CRT hands over ``bytes``
 
     def on_done(self, error: BaseException | None, error_headers: list[tuple[str, str]] | None,
                 error_body: bytes | None, status_code: int | None, **_: Any) -> None:
@@ -402,15 +394,11 @@ class _Call:
         if not self.future.done():
             self.future.set_result(None)
 
-    def arm(self) -> None:
-        self.timer = self.loop.call_later(self.timeout, self._expire)
+    def arm(self, timeout: float) -> None:
+        self.timer = self.loop.call_later(timeout, self._expire)
 
     def _expire(self) -> None:
         if self.future.done():
-            return
-        if self.activity != self.seen:  # still receiving (or sending): wait another period
-            self.seen = self.activity
-            self.timer = self.loop.call_later(self.timeout, self._expire)
             return
         self.timed_out = True
         if self.request is not None:
@@ -601,8 +589,9 @@ class S3Store:
 
     def _start(self, operation: str, method: str, bucket: str, key: str | None, query: str = "",
                headers: list[tuple[str, str]] | None = None,
-               body: bytes | bytearray | memoryview | None = None) -> _Call:
-        """Send one request; the returned call resolves when the answer is complete."""
+               body: bytes | bytearray | memoryview | None = None, expect: int = 0) -> _Call:
+        """Send one request (``expect``: bytes the answer should bring); the returned call
+        resolves when the answer is complete."""
         shared = self._client()
         host, path = self._address(bucket, key)
         if query:
@@ -616,14 +605,16 @@ class S3Store:
             stream = io.BytesIO(body)
         elif method in ("PUT", "POST"):
             pairs.append(("Content-Length", "0"))
-        call = _Call(asyncio.get_running_loop(), self.read_timeout)
+        call = _Call(asyncio.get_running_loop())
         request = crt_http.HttpRequest(method, path, crt_http.HttpHeaders(pairs), stream)
         call.request = shared.client.make_request(
             type=crt_s3.S3RequestType.DEFAULT, operation_name=operation, request=request,
             on_headers=call.on_headers, on_body=call.on_body, on_done=call.on_done,
-            on_progress=call.on_progress if body else None,
         )
-        call.arm()
+        # The CRT client reports no progress of a DEFAULT request (it buffers the whole body
+        # each way), so the deadline grows with the bytes the request moves.
+        moved = len(body) if body is not None else expect
+        call.arm(self.read_timeout + moved / _MIN_TRANSFER_RATE if moved else self.read_timeout)
         return call
 
     async def _finish(self, call: _Call) -> _Response:
@@ -726,8 +717,9 @@ class S3Store:
     async def get(self, bucket: str, key: str, *, start: int = 0, end: int | None = None,
                   chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
         """Stream ``[start, end)`` in chunks of at most ``chunk_size``, as a sequence of ranged
-        GETs (at least 1 MiB each), the next one in flight while a chunk is consumed: memory
-        stays within two ranges. Later ranges carry ``If-Match`` with the first answer's ETag,
+        GETs (at least 4 MiB each; the CRT client delivers an answer's body only when all of it
+        has arrived), the next one in flight while a range is consumed: memory stays within two
+        ranges. Later ranges carry ``If-Match`` with the first answer's ETag,
         so an object replaced mid-stream fails (``CONFLICT``) instead of being spliced.
         ``start`` equal to the object size yields nothing; beyond it is ``INVALID``. Closing the
         stream early cancels the request in flight."""
@@ -750,7 +742,7 @@ class S3Store:
             headers = [("Range", f"bytes={offset}-{last}")]
             if etag:
                 headers.append(("If-Match", etag))
-            return self._start("GetObject", "GET", bucket, key, headers=headers)
+            return self._start("GetObject", "GET", bucket, key, headers=headers, expect=last - offset + 1)
 
         try:
             pending: _Call | None = fetch(position)
