@@ -105,7 +105,8 @@ class StoreFactory:
                side: str) -> tuple[ObjectStore, tuple[str, ...]]:
         if cloud_type is CloudType.LOCAL:
             if self._fs is None:
-                self._fs = InstrumentedStore(FsStore(self.settings.fs_roots), cloud_type.value)
+                # Every granted root, with omsync's data directory and master key protected.
+                self._fs = InstrumentedStore(FsStore.from_settings(self.settings), cloud_type.value)
             return self._fs, ("local",)
         try:
             resolved = resolve_endpoint(cloud_type.value, region, self.settings.endpoints, side=side or None)
