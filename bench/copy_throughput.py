@@ -107,7 +107,7 @@ def server_pid(server: S3Server) -> int:
 def run_omsync(server: S3Server, src: str, dst: str, keys: list[str], sizes: dict[str, int], workers: int,
                variant: str, kind: str, timeout: float) -> Result:
     server.make_bucket(dst)
-    env = {"workers": str(workers)}
+    env: dict[str, str] = {}
     if variant == "streamed":
         env["server_side_copy"] = "false"
     with omsync(server, workers, **env) as om:

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.put_inline:
             took = upload(server, src, [k for keys in events for k in keys], SMALL_BYTES, threads=16)
             print(f"wrote {slots} source objects beforehand in {took:.1f} s")
-        env = {"workers": str(args.workers)}
+        env: dict[str, str] = {}
         if args.variant == "streamed":
             env["server_side_copy"] = "false"
         with omsync(server, args.workers, **env) as om:

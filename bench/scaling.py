@@ -1,18 +1,21 @@
-"""Copies per second with 1, 2 and 4 ``omsync worker`` processes on PostgreSQL, beside one
-``omsync serve`` process on SQLite, all against one SeaweedFS started here.
+"""Copies per second against the number of worker processes: ``omsync serve`` on SQLite with 0
+(copies in the API process), 1 and 2 worker processes beside its API process, and ``omsync
+worker`` processes on PostgreSQL, all against one SeaweedFS started here.
 
-    python bench/scaling.py [--objects 3000] [--processes 1,2,4] [--slots 16]
-                            [--variant streamed|server-side] [--repeat 1] [--no-sqlite]
+    python bench/scaling.py [--objects 3000] [--sqlite-processes 0,1,2] [--processes 1,2,4]
+                            [--slots 64] [--variant streamed|server-side] [--repeat 1] [--no-sqlite]
 
 ``--objects`` 4 KiB objects are uploaded once; then each configuration copies them into a fresh
 bucket of the same server:
 
-- ``sqlite``: a fresh ``omsync serve --workers SLOTS`` (API and workers in one process, SQLite
-  ledger in a temporary data dir), as in ``copy_throughput.py``;
+- ``sqlite``: a fresh ``omsync serve`` with ``OMSYNC_WORKERS=SLOTS`` and
+  ``OMSYNC_WORKER_PROCESSES`` = each of ``--sqlite-processes`` (SQLite ledger in a temporary
+  data dir), as in ``copy_throughput.py``;
 - ``postgres × P``: a fresh PostgreSQL database, ``omsync serve --workers 0`` (API only) and P
   ``omsync worker --workers SLOTS`` processes, all sharing the database and the master key.
 
-Every key is posted as a sync event (batches of 100 keys, 4 SDK client threads) while the
+The streamed variant sets ``OMSYNC_SERVER_SIDE_COPY=false`` (both sides name one server, which
+omsync would otherwise copy server-side). Every key is posted as a sync event (batches of 100 keys, 4 SDK client threads) while the
 workers run; the time runs from the first event sent to the last outcome recorded in the ledger.
 The destination is listed afterwards and must hold every object with its size. The CPU time each
 component used during a run (omsync processes, PostgreSQL backends, SeaweedFS, this client) is
@@ -184,12 +187,15 @@ def post_interleaved(post: Callable[[str, list[str]], None], shares: dict[str, l
 
 
 def run_sqlite(server: S3Server, src: str, dst: str, keys: list[str], slots: int, tasks: int, server_side: bool,
-               timeout: float) -> Result:
+               timeout: float, processes: int = 0) -> Result:
     buckets = split(keys, tasks, dst)
     for bucket in buckets:
         server.make_bucket(bucket)
     load_start = load()
-    with omsync(server, slots) as om:
+    env = {"worker_processes": str(processes)}
+    if not server_side:
+        env["server_side_copy"] = "false"
+    with omsync(server, slots, **env) as om:
         meter = CpuMeter({"omsync": lambda: process_tree(om.pid), "SeaweedFS": lambda: process_tree(server.process.pid),
                           "client": lambda: [os.getpid()]})
         shares = {om.create_task(server, src, bucket, server_side=server_side): share
@@ -205,8 +211,9 @@ def run_sqlite(server: S3Server, src: str, dst: str, keys: list[str], slots: int
         last_ms = max(r[2] for task_id in shares for r in om.ledger_rows(task_id))
     for bucket, share in buckets.items():
         check_destination(server, bucket, share, "sqlite")
-    return Result("sqlite, omsync serve", 1, slots, len(keys), last_ms / 1000 - start, meter.used, load_start,
-                  load())
+    name = "sqlite, serve (copies in the API process)" if processes == 0 else f"sqlite, serve + {processes} worker processes"
+    return Result(name, max(1, processes), slots * max(1, processes), len(keys), last_ms / 1000 - start,
+                  meter.used, load_start, load())
 
 
 @contextlib.contextmanager
@@ -273,6 +280,8 @@ def run_postgres(pg: PostgresServer, server: S3Server, src: str, dst: str, keys:
     for bucket in buckets:
         server.make_bucket(bucket)
     load_start = load()
+    # The workers take the rest of their environment from this process's.
+    os.environ["OMSYNC_SERVER_SIDE_COPY"] = "true" if server_side else "false"
     with postgres_cluster(pg, server, processes, slots) as cluster:
         assert cluster.api is not None and cluster.api.proc is not None
         api_pid = cluster.api.proc.pid
@@ -309,7 +318,8 @@ def summary(results: list[Result], components: list[str]) -> str:
     by_name: dict[str, list[Result]] = {}
     for result in results:
         by_name.setdefault(result.name, []).append(result)
-    baseline = statistics.median(r.per_second for r in by_name.get("sqlite, omsync serve", results[:1]))
+    baseline = statistics.median(r.per_second for r in by_name.get("sqlite, serve (copies in the API process)",
+                                                                 results[:1]))
     rows = []
     for name, runs in by_name.items():
         rates = [r.per_second for r in runs]
@@ -334,17 +344,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=3000, help="number of 4 KiB objects (default 3000)")
     parser.add_argument("--processes", default="1,2,4", help="worker process counts on PostgreSQL (default 1,2,4)")
-    parser.add_argument("--slots", type=int, default=16, help="copy slots per process, OMSYNC_WORKERS (default 16)")
+    parser.add_argument("--slots", type=int, default=64, help="copy slots per process, OMSYNC_WORKERS (default 64)")
     parser.add_argument("--variant", choices=["streamed", "server-side"], default="streamed",
                         help="streamed: every object goes GET -> PUT through a worker (default); "
                              "server-side: CopyObject")
     parser.add_argument("--tasks", type=int, default=1,
                         help="spread the objects over this many sync tasks (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="run every configuration this many times (default 1)")
-    parser.add_argument("--no-sqlite", action="store_true", help="skip the single-process SQLite run")
+    parser.add_argument("--sqlite-processes", default="0,1,2",
+                        help="worker processes of `omsync serve` on SQLite, 0 = copies in the API process (default 0,1,2)")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite runs")
     parser.add_argument("--timeout", type=float, default=900.0, help="bound of one copy run in seconds")
     args = parser.parse_args(argv)
     counts = [int(p) for p in args.processes.split(",") if p.strip()]
+    sqlite_counts = [int(p) for p in args.sqlite_processes.split(",") if p.strip()]
     if args.objects < 1 or args.slots < 1 or args.repeat < 1 or args.tasks < 1 or not counts or min(counts) < 1:
         parser.error("--objects, --slots, --tasks, --repeat and --processes must be positive")
 
@@ -358,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         took = upload(server, src, keys, SMALL_BYTES)
         print(f"uploaded {len(keys)} x {SMALL_BYTES} B in {took:.1f} s", flush=True)
         for repeat in range(args.repeat):
-            if not args.no_sqlite:
-                result = run_sqlite(server, src, f"scale-sqlite-{repeat}", keys, args.slots, args.tasks, server_side,
-                                    args.timeout)
+            for processes in ([] if args.no_sqlite else sqlite_counts):
+                result = run_sqlite(server, src, f"scale-sqlite{processes}-{repeat}", keys, args.slots, args.tasks,
+                                    server_side, args.timeout, processes)
                 results.append(result)
                 print(f"{result.name}: {result.seconds:.1f} s, {result.per_second:.1f} copies/s "
                       f"({result.load_start} → {result.load_end})", flush=True)
