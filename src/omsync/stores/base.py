@@ -97,14 +97,17 @@ class Capabilities:
             return "key is not valid Unicode (lone surrogate)"
         if size > self.max_key_bytes:
             return f"key is {size} bytes, longer than the {self.max_key_bytes} this store allows"
-        bad = sorted(ch for ch in self.unsupported_key_chars if ch in key)
-        if bad:
+        if self.unsupported_key_chars and not self.unsupported_key_chars.isdisjoint(key):
+            bad = sorted(self.unsupported_key_chars.intersection(key))
             return f"key contains a character this store cannot hold: {', '.join(map(repr, bad))}"
-        if multipart:
-            bad = sorted(ch for ch in self.multipart_unsupported_key_chars if ch in key)
+        if multipart and not self.multipart_unsupported_key_chars.isdisjoint(key):
+            bad = sorted(self.multipart_unsupported_key_chars.intersection(key))
             if bad:
                 return ("key contains a character this store cannot handle in multipart uploads: "
                         f"{', '.join(map(repr, bad))}")
+        if (self.preserves_double_slash and self.allows_trailing_slash_object and self.allows_dot_segments
+                and self.max_segment_bytes is None and not self.reserved_prefixes):
+            return None  # nothing below can apply: spare splitting every key
         segments = key.split("/")
         if not self.preserves_double_slash and "" in segments[:-1]:
             return "key has an empty path segment ('//' or a leading '/'), which this store collapses"
