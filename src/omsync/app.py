@@ -100,6 +100,26 @@ class BodyTooLarge(Exception):
     """Raised from a body read that passed the limit; :class:`BodyLimit` answers 413."""
 
 
+def _body_too_large(exc: BaseException) -> bool:
+    """Whether ``exc`` is, wraps or groups a :class:`BodyTooLarge` (middleware task groups
+    re-raise it inside an exception group)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BodyTooLarge):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)
+    return False
+
+
 def _versions(request: Request) -> list[Version]:
     base = str(request.base_url).rstrip("/")
     return [Version(id="v2", links=[{"href": f"{base}/v2/", "rel": "self"}], status="CURRENT",  # type: ignore[list-item]
@@ -166,9 +186,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         try:
             try:
                 response = await call_next(request)
-            except BodyTooLarge:
-                raise  # answered 413 by BodyLimit
-            except Exception:  # never leak a traceback to the client
+            except Exception as exc:  # never leak a traceback to the client
+                if _body_too_large(exc):
+                    raise BodyTooLarge from None  # answered 413 by BodyLimit, nothing to log
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
             response.headers["X-Request-Id"] = request.state.request_id

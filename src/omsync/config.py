@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     dashboard_secure_cookies: bool = Field(default=False, description="Always mark dashboard cookies Secure (they are anyway when the request arrived over TLS).")
 
     # Dashboard login throttling (see omsync.web.throttle)
-    login_max_failures: int = Field(default=5, ge=1, le=10_000, description="Failed dashboard logins per client address or per account before further attempts are refused for a while.")
+    login_max_failures: int = Field(default=10, ge=1, le=10_000, description="Failed dashboard logins per client address or per account before further attempts are refused for a while.")
     login_lockout_seconds: float = Field(default=60.0, gt=0, le=86_400, description="First lock-out after too many failed logins; doubles with each further failure, up to 1 hour.")
 
     @field_validator("endpoints")
