@@ -294,6 +294,40 @@ def omsync(server: S3Server, workers: int, **env: str) -> Iterator[Omsync]:
                     running.stop()
 
 
+@contextlib.contextmanager
+def omsync_api(workers: int = 0, endpoints: dict[str, str] | None = None, **env: str) -> Iterator[Omsync]:
+    """A fresh ``omsync serve`` (own data dir, SQLite default) with no object store of its own:
+    for benchmarks of the API alone (``workers`` 0: nothing is copied). ``endpoints`` and
+    ``env`` as for :func:`omsync`."""
+    with tempfile.TemporaryDirectory(prefix="omsync-bench-") as tmp:
+        settings = {
+            "OMSYNC_OBJECT_LIST_INTERVAL_SECONDS": "3600",
+            "OMSYNC_LOG_LEVEL": "WARNING",
+            **({"OMSYNC_ENDPOINTS": json.dumps(endpoints)} if endpoints else {}),
+            **{f"OMSYNC_{k.upper()}": v for k, v in env.items()},
+        }
+        process = OmsyncServer(data_dir=Path(tmp) / "data", env=settings, workers=workers).start()
+        running = Omsync(process, process.create_key(PROJECT))
+        try:
+            yield running
+        finally:
+            if process.proc is not None and process.proc.poll() is None:
+                with contextlib.suppress(TimeoutError):
+                    running.stop()
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) from ``/proc/<pid>/stat``,
+    or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def wait_settled(om: Omsync, task_id: str, expected: int, timeout: float, poll: float = 0.1,
                  on_poll: Callable[[int], None] | None = None) -> tuple[int, int, int, int]:
     """Poll ShowSyncTask until ``expected`` occurrences have an outcome; return the counters."""

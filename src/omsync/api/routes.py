@@ -38,7 +38,7 @@ from omsync.api.schemas import (
     TaskLimitsReq,
     TaskLimitsResponse,
 )
-from omsync.domain.keys import KeyDecodeError, decode_event_key
+from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
 from omsync.domain.model import CloudType, ConsistencyCheck, TaskLimits
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
 from omsync.ledger.queue import BacklogFull, TaskNotFound
@@ -53,7 +53,8 @@ FORBIDDEN_DESCRIPTION_CHARS = set("<>()\"'&")
 router = APIRouter(prefix="/v2/{project_id}/sync-tasks")
 
 
-def services_of(request: Request) -> Services:
+async def services_of(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency on a worker thread, a hop per request.
     services: Services = request.app.state.services
     return services
 
@@ -311,6 +312,14 @@ async def list_sync_task_statistic(
     return {"sync_task_id": sync_task_id, "statistic_time_type": granularity, "statistic_datas": datas}
 
 
+def _is_plain_key(raw: str) -> bool:
+    """Whether ``raw`` decodes to itself: printable-or-control ASCII without ``%``, ``+`` or NUL,
+    1 to MAX_KEY_BYTES characters (so 1 to MAX_KEY_BYTES UTF-8 bytes)."""
+    return (
+        0 < len(raw) <= MAX_KEY_BYTES and raw.isascii() and "%" not in raw and "+" not in raw and "\x00" not in raw
+    )
+
+
 @router.post("/{sync_task_id}/events", openapi_extra=_body_schema(SyncObjectReq))
 async def create_sync_events(
     request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
@@ -323,10 +332,14 @@ async def create_sync_events(
     limit = services.settings.max_keys_per_event
     if not 1 <= len(body.object_keys) <= limit:
         raise invalid("object_keys", f"must hold 1 to {limit} keys, got {len(body.object_keys)}")
+    plus_means_space = services.settings.key_plus_means_space
     keys = []
     for index, raw in enumerate(body.object_keys):
+        if _is_plain_key(raw):
+            keys.append(raw)  # what decode_event_key returns for it, without the work
+            continue
         try:
-            keys.append(decode_event_key(raw, plus_means_space=services.settings.key_plus_means_space))
+            keys.append(decode_event_key(raw, plus_means_space=plus_means_space))
         except KeyDecodeError as exc:
             raise invalid(f"object_keys[{index}]", f"{raw[:200]!r}: {exc.reason}") from exc
     try:

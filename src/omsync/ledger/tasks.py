@@ -235,6 +235,13 @@ class KeyRepository:
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
+        # Every signed request looks its key up: one thread hop, driver SQL, and the secret
+        # decrypted once per stored ciphertext (a re-created key has a new one).
+        mark = "%s" if db.is_postgres else "?"
+        self._lookup_sql = (
+            f"SELECT secret_enc, project_id FROM access_keys WHERE access_key = {mark} AND revoked_at IS NULL"
+        )
+        self._decrypted: dict[str, str] = {}
 
     async def create_key(self, project_id: str) -> tuple[str, str]:
         """Create an AK/SK pair for ``project_id``; the SK is returned once and stored encrypted."""
@@ -269,17 +276,18 @@ class KeyRepository:
 
     async def lookup_key(self, access_key: str) -> tuple[str, str] | None:
         """(secret_key, project_id) of an active key, or None."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(access_keys.c.secret_enc, access_keys.c.project_id).where(
-                        access_keys.c.access_key == access_key, access_keys.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
+        sql = self._lookup_sql
+        row = await self.db.run_read(lambda conn: conn.exec_driver_sql(sql, (access_key,)).first())
         if row is None:
             return None
-        return self.box.decrypt(row.secret_enc), row.project_id
+        secret_enc, project_id = str(row[0]), str(row[1])
+        secret = self._decrypted.get(secret_enc)
+        if secret is None:
+            secret = self.box.decrypt(secret_enc)
+            if len(self._decrypted) >= 1024:
+                self._decrypted.clear()
+            self._decrypted[secret_enc] = secret
+        return secret, project_id
 
     async def create_token(self, project_id: str) -> str:
         """Issue an X-Auth-Token for ``project_id``; only its hash is stored."""
