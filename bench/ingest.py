@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     PROJECT,
     load,
     machine,
@@ -46,8 +46,7 @@ from common import (  # noqa: E402
     proc_status_kib,
     table,
 )
-
-from omsync.api.signing import (  # noqa: E402
+from omsync.api.signing import (
     ALGORITHM,
     DATE_FORMAT,
     canonical_request,
