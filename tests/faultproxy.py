@@ -64,8 +64,10 @@ class Rule:
     message: str = "Please reduce your request rate."
     retry_after: str | None = None
     after_bytes: int = 0
+    pass_first: int = 0  # per path: this many matching requests go through untouched first
     fired: int = 0
     stalled: int = 0
+    _passed: dict[str, int] = field(default_factory=dict, repr=False)
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def applies(self, method: str, path: str) -> bool:
@@ -73,7 +75,12 @@ class Rule:
             return False
         if self.methods is not None and method not in self.methods:
             return False
-        return self.match(path)
+        if not self.match(path):
+            return False
+        if self._passed.get(path, 0) < self.pass_first:
+            self._passed[path] = self._passed.get(path, 0) + 1
+            return False
+        return True
 
     def release(self) -> None:
         """Let every response this (stall) rule holds, and any it would hold later, go on."""
@@ -289,11 +296,13 @@ class FaultProxy:
         return self._add(Rule("cut", frozenset(methods), _matcher(match), times, after_bytes=after_bytes))
 
     def stall(self, match: Match, *, after_bytes: int, methods: tuple[str, ...] = ("GET",),
-              times: int | None = None) -> Rule:
+              times: int | None = None, pass_first: int = 0) -> Rule:
         """Forward matching requests, relay ``after_bytes`` of the response body, then hold the
         rest until :meth:`Rule.release` (or :meth:`clear` / :meth:`stop`); a held response gives
-        up after two minutes."""
-        return self._add(Rule("stall", frozenset(methods), _matcher(match), times, after_bytes=after_bytes))
+        up after two minutes. The first ``pass_first`` matching requests of each path go
+        through untouched (e.g. the first part of an object read as ranges)."""
+        return self._add(Rule("stall", frozenset(methods), _matcher(match), times, after_bytes=after_bytes,
+                              pass_first=pass_first))
 
     def remove(self, rule: Rule) -> None:
         """Stop applying ``rule`` (releasing what it holds)."""

@@ -1,9 +1,10 @@
 """Crash safety: ``omsync serve`` is SIGKILLed in the middle of a batch of multipart copies and
 restarted on the same data directory.
 
-The source is reached through a fault proxy that holds every source GET after 6 MiB (past the
-first 5 MiB part), so at the moment of the kill each copy has an open multipart upload in the
-destination with a part in it — exactly what a crash leaves behind. After the restart every key
+The source is reached through a fault proxy that lets the first ranged GET of each object (one
+5 MiB part) through and holds the next one after 1 MiB, so at the moment of the kill each copy
+has an open multipart upload in the destination with a part in it — exactly what a crash
+leaves behind. After the restart every key
 must reach SUCCESS with a byte-exact destination object, the counters must add up, and no
 multipart upload may stay open in the destination: the orphans of the killed process are
 omsync's to clean up, since nobody else knows about them.
@@ -28,7 +29,7 @@ from tests.servers import S3Server
 
 MIB = 1024 * 1024
 PART = 5 * MIB
-HOLD_AFTER = 6 * MIB
+HOLD_AFTER = 1 * MIB
 SIZES = [12 * MIB + i * 700 * 1024 + 13 * i for i in range(6)]  # 12 to 15.4 MiB, three or four parts
 LEASE_SECONDS = 2.0
 STEP_TIMEOUT = 30.0
@@ -78,7 +79,7 @@ def test_sigkill_mid_copy_then_restart_finishes_every_key_and_leaves_no_upload(
         key = f"crash/object {number}.bin"
         sources[key] = random.Random(key).randbytes(size)
         s3.put_object(Bucket=src, Key=key, Body=sources[key])
-    hold = proxy.stall(in_bucket(src), after_bytes=HOLD_AFTER, times=len(sources))
+    hold = proxy.stall(in_bucket(src), after_bytes=HOLD_AFTER, times=len(sources), pass_first=1)
     task_id = crash_sync.create_task(
         src_cloud_type="Aliyun", src_region="cn-hangzhou", src_bucket=src, src_ak=moto_s3.access_key,
         src_sk=moto_s3.secret_key, dst_ak=moto_s3.access_key, dst_sk=moto_s3.secret_key,

@@ -109,7 +109,8 @@ class MeteredSource(MemoryStore):
 
 
 class FailingMidStream(MemoryStore):
-    """A source whose GET breaks (TRANSIENT) after ``fail_after`` bytes."""
+    """A source whose GET breaks (TRANSIENT) when it reaches byte ``fail_after`` of the object
+    (whatever range was asked for)."""
 
     def __init__(self, fail_after: int, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -121,7 +122,7 @@ class FailingMidStream(MemoryStore):
 
         sent = 0
         async for chunk in super().get(bucket, key, start=start, end=end, chunk_size=chunk_size):
-            if sent + len(chunk) > self.fail_after:
+            if start + sent + len(chunk) > self.fail_after:
                 raise StoreError(ErrorKind.TRANSIENT, "connection reset by peer", code="ConnectionError")
             sent += len(chunk)
             yield chunk

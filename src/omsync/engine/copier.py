@@ -34,7 +34,7 @@ from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, Overwrit
 from omsync.engine.prefetch import Absent, Known
 from omsync.engine.retry import CopyError, Side
 from omsync.stores.base import ErrorKind, ObjectInfo, ObjectStore, PutOptions, StoreError
-from omsync.stores.crc64 import Crc64
+from omsync.stores.crc64 import Crc64, crc64_combine, crc64ecma
 from omsync.stores.profiles import destination_storage_class, get_profile
 
 log = logging.getLogger("omsync.engine.copier")
@@ -389,12 +389,13 @@ class Copier:
         return max(self.limits.part_size, caps.min_part_size, by_count)
 
     async def _read(self, source: ObjectStore, bucket: str, key: str, chunk: int,
-                    bandwidth: Bandwidth | None = None) -> AsyncGenerator[bytes]:
-        """The source's bytes, with its StoreErrors tagged as source errors, each chunk paced by
-        ``bandwidth``."""
+                    bandwidth: Bandwidth | None = None, *, start: int = 0,
+                    end: int | None = None) -> AsyncGenerator[bytes]:
+        """The source's bytes ``[start, end)``, with its StoreErrors tagged as source errors,
+        each chunk paced by ``bandwidth``."""
         if bandwidth is not None:
             chunk = bandwidth.chunk_size(chunk)
-        stream = source.get(bucket, key, chunk_size=chunk)
+        stream = source.get(bucket, key, start=start, end=end, chunk_size=chunk)
         try:
             while True:
                 try:
@@ -463,73 +464,65 @@ class Copier:
     async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                                 destination: ObjectStore, options: PutOptions,
                                 uploads: UploadTracker | None, bandwidth: Bandwidth | None = None) -> _Written:
+        """Each part is its own ranged read of the source, ``part_concurrency`` of them in flight
+        (and within the process's memory budget), each uploaded as soon as it is read. The
+        parts' CRCs are combined in order; the source is looked at once more before the upload
+        is completed, so that parts read from two versions of a changing object never become
+        one object."""
         part_size = self._part_size(src.size, destination)
         bucket = spec.dst_bucket
-        crc = Crc64()
+        ranges = [(start, min(start + part_size, src.size)) for start in range(0, src.size, part_size)] or [(0, 0)]
         etags: dict[int, str] = {}
-        # One permit per part held in memory, from the moment it starts filling until its upload
-        # returns: this is what bounds memory to part_size x part_concurrency.
+        crcs: dict[int, int] = {}
         permits = asyncio.Semaphore(self.limits.part_concurrency)
 
-        async def upload(upload_id: str, number: int, data: bytes, held: int) -> None:
+        async def move(upload_id: str, number: int, start: int, end: int, held: int) -> None:
             try:
+                chunks: list[bytes] = []
+                got = 0
+                async for data in self._read(source, spec.src_bucket, key, max(1, end - start), bandwidth,
+                                             start=start, end=end):
+                    got += len(data)
+                    if got > end - start:
+                        raise self._changed(src, start + got)
+                    chunks.append(data)
+                if got != end - start:
+                    raise self._changed(src, start + got)
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                del chunks
+                crcs[number] = crc64ecma(body)
                 etags[number] = await _on(Side.DESTINATION, destination.upload_part(
-                    bucket, key, upload_id, number, data))
+                    bucket, key, upload_id, number, body))
             finally:
                 permits.release()
                 self.memory.release(held)
 
-        async def hold() -> int:
-            await permits.acquire()
-            try:
-                return await self.memory.acquire(part_size)
-            except BaseException:
-                permits.release()
-                raise
-
-        total = 0
-        number = 0
         async with self._upload(destination, bucket, key, options, uploads) as upload_id:
             try:
                 async with asyncio.TaskGroup() as group:
-                    reader = self._read(source, spec.src_bucket, key, min(self.limits.read_chunk, part_size),
-                                        bandwidth)
-                    held = 0  # budget of the part being filled, until an upload takes it over
-                    try:
-                        held = await hold()
-                        buffer = bytearray()
-                        async for data in reader:
-                            total += len(data)
-                            if total > src.size:
-                                raise self._changed(src, total)
-                            crc.update(data)
-                            buffer += data
-                            while (len(buffer) >= part_size and total < src.size) or len(buffer) > part_size:
-                                number += 1
-                                with memoryview(buffer) as view:
-                                    part = bytes(view[:part_size])
-                                del buffer[:part_size]
-                                group.create_task(upload(upload_id, number, part, held))
-                                held = 0
-                                del part
-                                held = await hold()
-                        if total != src.size:
-                            raise self._changed(src, total)
-                        if buffer or number == 0:
-                            number += 1
-                            group.create_task(upload(upload_id, number, bytes(buffer), held))
-                            held = 0
-                        del buffer
-                    finally:
-                        if held:
+                    for number, (start, end) in enumerate(ranges, start=1):
+                        await permits.acquire()
+                        try:
+                            held = await self.memory.acquire(end - start)
+                        except BaseException:
                             permits.release()
-                            self.memory.release(held)
-                        await reader.aclose()
+                            raise
+                        group.create_task(move(upload_id, number, start, end, held))
             except BaseExceptionGroup as group_error:
                 raise _unwrap(group_error) from None
-            parts = [(n, etags[n]) for n in range(1, number + 1)]
+            now = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
+            if (now.size, now.etag, int(now.last_modified)) != (src.size, src.etag, int(src.last_modified)):
+                raise CopyError(Side.SOURCE, StoreError(
+                    ErrorKind.CORRUPT, "source changed while copying (a newer version was written)",
+                    code="source_changed"))
+            crc = crcs[1]
+            for number in range(2, len(ranges) + 1):
+                start, end = ranges[number - 1]
+                crc = crc64_combine(crc, crcs[number], end - start)
+            parts = [(n, etags[n]) for n in range(1, len(ranges) + 1)]
             info = await _on(Side.DESTINATION, destination.complete_multipart(bucket, key, upload_id, parts))
-        return _Written(info, crc.value, total, f"streamed in {number} parts of up to {part_size} bytes")
+        return _Written(info, crc, src.size,
+                        f"streamed in {len(ranges)} parts of up to {part_size} bytes, read as parallel ranges")
 
     async def _multipart_server_copy(self, spec: TaskSpec, key: str, src: ObjectInfo,
                                      destination: ObjectStore, options: PutOptions,
