@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,9 +79,13 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._writer_conn: Connection | None = None  # SQLite: the writer thread's own connection
+        self._inline: sqlite3.Connection | None = None  # SQLite: read_one's connection (event loop)
+        self._inline_path: str | None = None  # SQLite file of read_one's connection (None: threads only)
         if self.dialect == "sqlite":
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                if parsed.database != ":memory:" and not parsed.database.startswith("file:") and not parsed.query:
+                    self._inline_path = parsed.database
             self.reader = create_async_engine(url)
             self.writer = create_async_engine(url)
             _sqlite_hooks(self.reader.sync_engine, immediate=False)
@@ -135,6 +140,35 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._read_threads, self._read_transaction, fn)
 
+    async def read_one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """The first row (or None) of a small read query in driver SQL (``?`` placeholders on
+        SQLite, ``%s`` on PostgreSQL), e.g. a lookup by primary key.
+
+        On SQLite it runs at once on the calling thread on a connection whose busy timeout is 0:
+        under WAL a read only has to wait in rare moments (a writer resetting the log), and then
+        it is handed to a reader thread instead, so the event loop never waits for a lock. On
+        PostgreSQL it runs on a pool thread (:meth:`run_read`)."""
+        if self._inline_path is not None and not self._closed:
+            try:
+                return self._inline_reader().execute(sql, params).fetchone()
+            except sqlite3.OperationalError:
+                self._drop_inline_reader()  # busy, or a broken connection: the thread path
+        return await self.run_read(lambda conn: conn.exec_driver_sql(sql, params).first())
+
+    def _inline_reader(self) -> sqlite3.Connection:
+        conn = self._inline
+        if conn is None:
+            conn = sqlite3.connect(self._inline_path or "", isolation_level=None, check_same_thread=False, timeout=0)
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA query_only=ON")
+            self._inline = conn
+        return conn
+
+    def _drop_inline_reader(self) -> None:
+        conn, self._inline = self._inline, None
+        if conn is not None:
+            conn.close()
+
     def _sqlite_write(self, fn: Callable[[Connection], T]) -> T:
         conn = self._writer_conn
         if conn is None or conn.closed:
@@ -182,6 +216,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        self._drop_inline_reader()
         loop = asyncio.get_running_loop()
         if self._write_lock is not None:
             async with self._write_lock:

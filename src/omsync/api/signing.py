@@ -25,6 +25,7 @@ headers and body and maps :class:`SignatureError` to ``401 APIGW.0301``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -268,7 +269,9 @@ def compute_signature(secret_key: str, to_sign: str) -> str:
     return mac.hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_sdk_date(value: str) -> datetime:
+    # Cached: every request of one second carries the same value, and strptime is slow.
     value = value.strip()
     if not _DATE_RE.fullmatch(value):
         raise SignatureError("invalid_date", "X-Sdk-Date must look like YYYYMMDDTHHMMSSZ")

@@ -235,7 +235,7 @@ class KeyRepository:
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
-        # Every signed request looks its key up: one thread hop, driver SQL, and the secret
+        # Every signed request looks its key up: driver SQL, no thread hop on SQLite, and the secret
         # decrypted once per stored ciphertext (a re-created key has a new one).
         mark = "%s" if db.is_postgres else "?"
         self._lookup_sql = (
@@ -276,8 +276,7 @@ class KeyRepository:
 
     async def lookup_key(self, access_key: str) -> tuple[str, str] | None:
         """(secret_key, project_id) of an active key, or None."""
-        sql = self._lookup_sql
-        row = await self.db.run_read(lambda conn: conn.exec_driver_sql(sql, (access_key,)).first())
+        row = await self.db.read_one(self._lookup_sql, (access_key,))
         if row is None:
             return None
         secret_enc, project_id = str(row[0]), str(row[1])
