@@ -113,6 +113,22 @@ class StoreFactory:
         except EndpointError as exc:
             raise StoreError(ErrorKind.INVALID, str(exc), retryable=False, code="invalid_endpoint") from exc
         secret_digest = hashlib.sha256(credentials.secret_key.encode("utf-8")).hexdigest()
+        if cloud_type is CloudType.AZURE:
+            # The Azure SDK only where Azure is used. ak = account name, sk = key / connection
+            # string / SAS (unusable credentials raise StoreError(PERMISSION)).
+            from omsync.stores.azure import AzureStore, account_url, capabilities_for, parse_credentials
+
+            auth = parse_credentials(credentials)
+            url = account_url(resolved, auth.account)
+            azure_key = (cloud_type.value, url, resolved.quirks or "", auth.account, secret_digest)
+            azure = self._stores.get(azure_key)
+            if azure is None:
+                azure = InstrumentedStore(
+                    AzureStore(url, auth, capabilities=capabilities_for(resolved),
+                               timeout=self.settings.store_timeout_seconds),
+                    cloud_type.value)
+                self._stores[azure_key] = azure
+            return azure, ("azure", url, auth.account, secret_digest)
         key = (cloud_type.value, resolved.url, resolved.region, resolved.addressing_style,
                resolved.quirks or "", credentials.access_key, secret_digest)
         store = self._stores.get(key)

@@ -25,6 +25,7 @@ from omsync.stores.base import Capabilities
 _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _RELAXED_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _IPV4_LIKE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_AZURE_CONTAINER = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 TIERS = ("STANDARD", "IA", "ARCHIVE", "DEEP_ARCHIVE")
 """OMS storage tiers (``dst_storage_policy`` values other than ``SRC_STORAGE_MAPPING``)."""
@@ -71,7 +72,7 @@ class ProviderProfile:
 
     cloud_type: str
     name: str
-    backend: str                       # "s3", "fs" or "unsupported"
+    backend: str                       # "s3", "fs", "azure" or "unsupported"
     endpoint: str | None
     regions: tuple[str, ...]
     region_endpoints: Mapping[str, str]
@@ -163,6 +164,11 @@ class ProviderProfile:
         """
         if self.backend == "fs":
             return None
+        if self.backend == "azure":
+            if bucket in ("$root", "$web") or (_AZURE_CONTAINER.fullmatch(bucket) and "--" not in bucket):
+                return None
+            return ("is not a valid Azure container name (3 to 63 of a-z 0-9 -, starting and ending with a "
+                    "letter or digit, no '--')")
         relaxed = self.cloud_type == "S3"
         pattern = _RELAXED_BUCKET if relaxed else _DNS_BUCKET
         if not pattern.fullmatch(bucket):
@@ -371,10 +377,11 @@ def resolve_endpoint(
     ``overrides`` is the ``endpoints`` setting: keys ``CloudType:region``, ``CloudType:*``,
     ``*:region`` (and ``*:*``), most specific first; a value may end in ``#<quirks>`` to declare a
     server's key limits (``[quirks.*]`` in ``providers.toml``). An override for an IP address or
-    ``localhost`` uses path-style addressing (virtual hosts cannot work there).
+    ``localhost`` uses path-style addressing (virtual hosts cannot work there). ``Azure`` resolves
+    for any region to a URL that still holds ``{account}`` (see :mod:`omsync.stores.azure`).
 
     ``side`` (``"src"``/``"dst"``) only prefixes the field named in errors. Raises
-    ``EndpointError`` for an unknown cloud type, a provider without an S3 backend (Azure, Local),
+    ``EndpointError`` for an unknown cloud type, a provider without a network backend (Local),
     a region the profile does not list and no override covers, ``S3`` without an override, or
     an invalid override.
     """
@@ -396,6 +403,8 @@ def resolve_endpoint(
     chosen = _pick_override(cloud_type, region, overrides)
     if chosen is None and canonical != region:
         chosen = _pick_override(cloud_type, canonical, overrides)
+    if profile.backend == "azure":
+        return _resolve_azure(profile, canonical, chosen)
     signing = profile.signing_region.replace("{region}", canonical) if canonical else "us-east-1"
     if chosen is not None:
         name, raw_url = chosen
@@ -419,6 +428,18 @@ def resolve_endpoint(
         raise EndpointError(_field(side, "region"), f"{cloud_type} has no endpoint template")
     return ResolvedEndpoint(url=template.replace("{region}", canonical), region=signing,
                             addressing_style=profile.addressing_style, profile=profile)
+
+
+def _resolve_azure(profile: ProviderProfile, region: str, chosen: tuple[str, str] | None) -> ResolvedEndpoint:
+    """Azure: any region (even none) resolves; sovereign-cloud regions to their endpoints. The
+    URL keeps ``{account}`` for the store to fill in from the task's account name."""
+    if chosen is not None:
+        name, raw_url = chosen
+        url, quirks = _parse_override(name, raw_url)
+        return ResolvedEndpoint(url=url, region=region, addressing_style="path", profile=profile,
+                                quirks=quirks, overridden=True)
+    template = profile.region_endpoints.get(region) or profile.endpoint or ""
+    return ResolvedEndpoint(url=template, region=region, addressing_style="virtual", profile=profile)
 
 
 __all__ = [
