@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.servers import READY_TIMEOUT_SECONDS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +133,19 @@ def start_azurite(binary: str | None = None) -> AzuriteServer:
 
 @contextlib.contextmanager
 def running_azurite() -> Iterator[AzuriteServer]:
+    server = start_azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", name="azurite")
+def azurite_fixture() -> Iterator[AzuriteServer]:
+    """An Azurite blob service (skipped when azurite is not installed). Test modules import
+    ``azurite_fixture`` to use it as ``azurite``."""
+    if azurite_binary() is None:
+        pytest.skip("azurite is not installed (scripts/test.sh installs it into .ci-node/)")
     server = start_azurite()
     try:
         yield server

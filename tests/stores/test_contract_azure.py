@@ -15,7 +15,7 @@ import base64
 import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -36,7 +36,7 @@ from omsync.stores.azure import (
 from omsync.stores.base import UNKNOWN_SIZE, ErrorKind, PutOptions, StoreError
 from omsync.stores.profiles import get_profile, resolve_endpoint
 from tests.key_corpus import KEY_CORPUS
-from tests.servers_azurite import AzuriteServer, azurite_binary, start_azurite
+from tests.servers_azurite import AzuriteServer, azurite_fixture  # noqa: F401  (the azurite fixture)
 from tests.stores import test_contract as contract
 from tests.stores.test_contract import Backend, MiB, md5_hex, read_all
 
@@ -48,18 +48,6 @@ for _name, _test in vars(contract).items():
         globals()[_name] = _test
 bucket = contract.bucket
 corpus_buckets = contract.corpus_buckets
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[AzuriteServer]:
-    """An Azurite blob service for this test session (skipped when azurite is not installed)."""
-    if azurite_binary() is None:
-        pytest.skip("azurite is not installed (scripts/test.sh installs it into .ci-node/)")
-    server = start_azurite()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def azurite_store(server: AzuriteServer, secret: str | None = None) -> AzureStore:
