@@ -34,6 +34,20 @@ if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   fi
   rm -f "$apt_log"
 fi
+# Azurite (the Azure Storage emulator) from npm, installed once and quietly into .ci-node/ where
+# tests/servers_azurite.py finds it; the Azure tests skip when neither it nor npm is there.
+if [ ! -x .ci-node/node_modules/.bin/azurite-blob ] && command -v npm >/dev/null; then
+  echo "== installing azurite (npm)"
+  mkdir -p .ci-node
+  npm_log=$(mktemp)
+  if ! npm install --prefix .ci-node --no-audit --no-fund --silent azurite@3.35.0 >"$npm_log" 2>&1; then
+    cat "$npm_log" >&2
+    echo "could not install azurite with npm" >&2
+    rm -f "$npm_log"
+    exit 1
+  fi
+  rm -f "$npm_log"
+fi
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 echo "== mypy"
