@@ -37,7 +37,7 @@ def test_every_cloud_type_has_a_profile() -> None:
     assert set(loaded) == {member.value for member in CloudType}
     for profile in loaded.values():
         assert profile.name
-        assert profile.backend in ("s3", "fs", "unsupported")
+        assert profile.backend in ("s3", "fs", "azure", "unsupported")
         assert set(profile.storage_policy) <= set(TIERS)
         assert set(profile.source_tiers.values()) <= set(TIERS)
         assert set(profile.storage_policy.values()) <= profile.storage_classes or not profile.storage_classes
@@ -125,7 +125,6 @@ def test_generic_s3_needs_an_override_and_takes_server_quirks() -> None:
     ("cloud", "region", "overrides", "side", "field", "fragment"),
     [
         ("Dropbox", "x", {}, "src", "src_cloud_type", "unknown cloud type 'Dropbox'"),
-        ("Azure", "eastus", {}, "src", "src_cloud_type", "not supported"),
         ("Local", "x", {}, "dst", "dst_cloud_type", "file-system store"),
         ("HuaweiCloud", "mars-1", {}, "dst", "dst_region", "'mars-1' is not a known HuaweiCloud region"),
         ("Aliyun", "", {}, "src", "src_region", "region is required"),
