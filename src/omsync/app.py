@@ -8,7 +8,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -131,6 +131,53 @@ def _bearer_matches(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+class RequestContext:
+    """Per HTTP request: a request id (``request.state.request_id``, the ``X-Request-Id``
+    answer header and every log line of the request), one access-log line with its metrics, and
+    an OMS error body instead of a traceback for anything unhandled.
+
+    A plain ASGI middleware: it only wraps ``send``, so a request costs no extra task or
+    response object (as Starlette's ``BaseHTTPMiddleware`` would)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500
+        answered = False
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                answered = True
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            try:
+                await self.app(scope, receive, tagged_send)
+            except Exception as exc:  # never leak a traceback to the client
+                if _body_too_large(exc):
+                    raise BodyTooLarge from None  # answered 413 by BodyLimit, nothing to log
+                request = Request(scope)
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                if answered:
+                    return
+                response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
+                await response(scope, receive, tagged_send)
+            _log_request(Request(scope), status, time.perf_counter() - started)
+        finally:
+            request_id_var.reset(token)
+
+
 def _log_request(request: Request, status: int, seconds: float) -> None:
     """One line per request: method, path as sent (percent-encoded, without the query string:
     nothing a client put in it is repeated), status, duration and request id; and its metrics,
@@ -178,28 +225,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        request.state.request_id = uuid.uuid4().hex
-        token = request_id_var.set(request.state.request_id)
-        try:
-            try:
-                response = await call_next(request)
-            except Exception as exc:  # never leak a traceback to the client
-                if _body_too_large(exc):
-                    raise BodyTooLarge from None  # answered 413 by BodyLimit, nothing to log
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                response = error_response(request, OmsError(500, errors.INTERNAL, "Internal error."))
-            response.headers["X-Request-Id"] = request.state.request_id
-            _log_request(request, response.status_code, time.perf_counter() - started)
-        finally:
-            request_id_var.reset(token)
-        return response
-
     app.add_exception_handler(OmsError, errors.oms_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_middleware(RequestContext)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, small_paths=("/ui",),
                        small_max_bytes=UI_MAX_BODY_BYTES)
 
