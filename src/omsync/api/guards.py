@@ -27,6 +27,8 @@ def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
     A linear scan that skips string contents, so it works before (and instead of) a recursive
     parse; malformed text is left for the parser to refuse."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # cannot nest deeper than it has openers (the usual case: no scan)
     depth = 0
     in_string = False
     escaped = False
