@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +83,7 @@ class Database:
         self._writer_conn: Connection | None = None  # SQLite: the writer thread's own connection
         self._inline: sqlite3.Connection | None = None  # SQLite: read_one's connection (event loop)
         self._inline_path: str | None = None  # SQLite file of read_one's connection (None: threads only)
+        self._lock_fd: int | None = None  # SQLite: the file lock writers of all processes take turns on
         if self.dialect == "sqlite":
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -173,8 +176,26 @@ class Database:
         conn = self._writer_conn
         if conn is None or conn.closed:
             conn = self._writer_conn = self.sync_writer.connect()
-        with conn.begin():
+        with self._between_processes(), conn.begin():
             return fn(conn)
+
+    @contextlib.contextmanager
+    def _between_processes(self) -> Iterator[None]:
+        """Writers of several processes on one SQLite file (``serve`` and its workers) take
+        turns on an advisory file lock first: a waiter is woken the moment the lock is free,
+        where SQLite's busy handler would sleep in growing steps (up to 100 ms) and retry."""
+        fd = self._lock_fd
+        if fd is None and self._inline_path is not None:
+            with contextlib.suppress(OSError):
+                fd = self._lock_fd = os.open(self._inline_path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _pooled_transaction(self, fn: Callable[[Connection], T]) -> T:
         with self.sync_writer.begin() as conn:
@@ -222,6 +243,9 @@ class Database:
             async with self._write_lock:
                 await loop.run_in_executor(self._write_threads, self._close_writer_connection)
         await loop.run_in_executor(None, self._shutdown_threads)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()

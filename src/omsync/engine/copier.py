@@ -34,7 +34,7 @@ from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, Overwrit
 from omsync.engine.prefetch import Absent, Known
 from omsync.engine.retry import CopyError, Side
 from omsync.stores.base import ErrorKind, ObjectInfo, ObjectStore, PutOptions, StoreError
-from omsync.stores.crc64 import Crc64, crc64_combine, crc64ecma
+from omsync.stores.crc64 import crc64_combine, crc64ecma
 from omsync.stores.profiles import destination_storage_class, get_profile
 
 log = logging.getLogger("omsync.engine.copier")
@@ -101,6 +101,14 @@ class CopyLimits:
             part_concurrency=settings.part_concurrency,
             stream_memory=settings.stream_memory_bytes,
         )
+
+
+OFFLOAD_HASH_BYTES = 1024 * 1024  # bodies above this are hashed on a thread
+
+
+def _digests(body: bytes) -> tuple[bytes, int]:
+    """MD5 and CRC-64/XZ of ``body``."""
+    return hashlib.md5(body, usedforsecurity=False).digest(), crc64ecma(body)
 
 
 class MemoryBudget:
@@ -434,9 +442,6 @@ class Copier:
                                   bandwidth: Bandwidth | None) -> _Written:
         chunks: list[bytes] = []
         got = 0
-        crc = Crc64()
-        # Hashed chunk by chunk as it arrives: no second pass over the whole body afterwards.
-        digest = hashlib.md5(usedforsecurity=False)
         chunk = min(self.limits.read_chunk, max(1, src.size))
         reader = self._read(source, spec.src_bucket, key, chunk, bandwidth)
         try:
@@ -445,21 +450,22 @@ class Copier:
                 if got > src.size:
                     raise self._changed(src, got)
                 chunks.append(data)
-                crc.update(data)
-                digest.update(data)
         finally:
             await reader.aclose()
         if got != src.size:
             raise self._changed(src, got)
-        # One copy into the body; growing a bytearray and then copying it to bytes took two
-        # (and the regrowths).
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         del chunks
-        md5 = base64.b64encode(digest.digest()).decode("ascii")
+        # A large body is hashed on a thread (hashlib lets go of the GIL): the loop goes on.
+        if len(body) > OFFLOAD_HASH_BYTES:
+            digest, crc = await asyncio.to_thread(_digests, body)
+        else:
+            digest, crc = _digests(body)
         options = PutOptions(content_type=options.content_type, metadata=options.metadata,
-                             storage_class=options.storage_class, content_md5=md5)
+                             storage_class=options.storage_class,
+                             content_md5=base64.b64encode(digest).decode("ascii"))
         info = await _on(Side.DESTINATION, destination.put(spec.dst_bucket, key, body, options))
-        return _Written(info, crc.value, len(body), "streamed", md5=digest.hexdigest())
+        return _Written(info, crc, len(body), "streamed", md5=digest.hex())
 
     async def _multipart_stream(self, spec: TaskSpec, key: str, src: ObjectInfo, source: ObjectStore,
                                 destination: ObjectStore, options: PutOptions,
@@ -490,7 +496,8 @@ class Copier:
                     raise self._changed(src, start + got)
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 del chunks
-                crcs[number] = crc64ecma(body)
+                crcs[number] = await asyncio.to_thread(crc64ecma, body) if len(body) > OFFLOAD_HASH_BYTES \
+                    else crc64ecma(body)
                 etags[number] = await _on(Side.DESTINATION, destination.upload_part(
                     bucket, key, upload_id, number, body))
             finally:

@@ -287,6 +287,16 @@ def _iso_date(value: str | None) -> float | None:
     return None
 
 
+OFFLOAD_HASH_BYTES = 1024 * 1024  # above this, a body is hashed on a thread (hashlib lets go of the GIL)
+
+
+async def _content_md5(data: bytes | bytearray | memoryview) -> str:
+    """``_b64md5`` without holding up the event loop for a large body."""
+    if len(data) > OFFLOAD_HASH_BYTES:
+        return await asyncio.to_thread(_b64md5, data)
+    return _b64md5(data)
+
+
 def _b64md5(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
 
@@ -845,7 +855,7 @@ class S3Store:
         self.capabilities.check_key(key)
         headers = self._write_headers(options)
         if self.send_content_md5:
-            headers.append(("Content-MD5", options.content_md5 or _b64md5(data)))
+            headers.append(("Content-MD5", options.content_md5 or await _content_md5(data)))
         response = await self._request("PutObject", "put", "PUT", bucket, key, headers=headers, body=data)
         return ObjectInfo(
             key=key, size=len(data), last_modified=_http_date(response.headers.get("date")) or time.time(),
@@ -870,7 +880,7 @@ class S3Store:
     async def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int,
                           data: bytes) -> str:
         self.capabilities.check_key(key)
-        headers = [("Content-MD5", _b64md5(data))] if self.send_content_md5 else []
+        headers = [("Content-MD5", await _content_md5(data))] if self.send_content_md5 else []
         response = await self._request("UploadPart", "upload_part", "PUT", bucket, key,
                                        f"partNumber={part_number}&uploadId={_q(upload_id)}", headers, data)
         return _clean_etag(response.headers.get("etag")) or ""
