@@ -87,7 +87,7 @@ class CopyLimits:
     part_concurrency: int = 4
     read_chunk: int = 1024 * 1024
     clock_skew_seconds: float = 2.0
-    stream_memory: int = 128 * 1024 * 1024
+    stream_memory: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.part_size < 1 or self.part_concurrency < 1 or self.read_chunk < 1:
