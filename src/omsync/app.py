@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -195,6 +195,23 @@ def _log_request(request: Request, status: int, seconds: float) -> None:
                           "duration_ms": round(seconds * 1000, 3)})
 
 
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def log_endpoint_overrides(settings: Settings) -> None:
+    """Say at start-up which endpoint overrides are in effect (``OMSYNC_ENDPOINTS``): a task
+    whose side matches none goes to its provider's public endpoint."""
+    if not settings.endpoints:
+        log.info("endpoint overrides: none (OMSYNC_ENDPOINTS unset): every side uses its provider's public endpoint")
+        return
+    for name, url in sorted(settings.endpoints.items()):
+        log.info("endpoint override: %s -> %s", name, _without_userinfo(url))
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """Build the app. Without ``services`` the lifespan opens them from ``settings`` (migrating
     the database) and starts the in-process workers when ``settings.workers`` > 0."""
@@ -202,6 +219,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services is None
+        if own:
+            log_endpoint_overrides(settings)
         app.state.services = services if services is not None else await Services.open(settings)
         runner = None
         if own and settings.workers > 0:

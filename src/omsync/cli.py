@@ -25,8 +25,6 @@ T = TypeVar("T")
 app = typer.Typer(help="omsync: object-storage synchronization, OMS v2 sync-task API compatible.",
                   no_args_is_help=True)
 keys_app = typer.Typer(help="API access keys (AK/SK) and X-Auth-Token values per project.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-register_operator_commands(app)
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default $OMSYNC_DATA_DIR or ./omsync-data).")]
@@ -191,6 +189,12 @@ def keys_token(
         console.print("token revoked")
         return
     typer.echo(_with_services(settings, lambda s: s.keys.create_token(project_id)))
+
+
+# Registered after serve, worker and migrate, so that --help lists the service's own commands
+# first, then the operator commands that drive a running service.
+register_operator_commands(app)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -222,8 +222,9 @@ class Ctx:
 
 
 def exit_code_for(error: ApiError) -> int:
-    """3 for 404, 4 for 401/403, 1 for any other API error."""
-    if error.status == 404:
+    """3 for 404 or an unknown task (OMS.1009, which Start/Stop/Delete answer with 400), 4 for
+    401/403, 1 for any other API error."""
+    if error.status == 404 or error.error_code == "OMS.1009":
         return EXIT_NOT_FOUND
     if error.status in (401, 403):
         return EXIT_AUTH
@@ -495,7 +496,12 @@ def task_show(
 ) -> None:
     """Show a task and its monthly counters (calendar month, UTC)."""
     at = parse_time(query_time, _now_ms()) if query_time else None
-    show = ctx.client().show_task(task_id, query_time_ms=at).model_dump(mode="json")
+    client = ctx.client()
+    show = client.show_task(task_id, query_time_ms=at).model_dump(mode="json")
+    # Keys failing now, apart from the month's FAILURE counter (which keeps counting failures
+    # that a retry has fixed since).
+    failing = client.list_failed(task_id, limit=1).count
+    show["failing_keys"] = failing
     if ctx.as_json:
         ctx.emit(show)
         return
@@ -503,11 +509,12 @@ def task_show(
     rows = [
         *_task_rows(show),
         ("requests (month)", f"{counters['request']:,}"),
-        ("succeeded", f"{counters['success']:,}"),
-        ("failed", f"{counters['failure']:,}"),
-        ("skipped", f"{counters['skip']:,}"),
-        ("bytes copied", format_bytes(counters["size"])),
+        ("succeeded (month)", f"{counters['success']:,}"),
+        ("failures (month, FAILURE counter)", f"{counters['failure']:,}"),
+        ("skipped (month)", f"{counters['skip']:,}"),
+        ("bytes copied (month)", format_bytes(counters["size"])),
         ("pending", f"{counters['pending']:,}"),
+        ("keys failing now", "-" if failing is None else f"{failing:,}  (omsync failed {task_id})"),
     ]
     ctx.out.print(_kv_table(rows))
 
@@ -936,7 +943,8 @@ def failed(
         ctx.emit({"sync_task_id": task_id, "objects": objects, "count": len(objects), "truncated": truncated})
         return
     if not objects:
-        ctx.out.print(Text(f"no failed keys in sync task {task_id}"))
+        ctx.out.print(Text(f"no keys are failing now in sync task {task_id} (the month's FAILURE counter "
+                           "of `task show` still counts failures that a retry has fixed)"))
         return
     table = Table("key", "reason", "attempts", "time", "message")
     for obj in objects:
@@ -944,7 +952,7 @@ def failed(
                       fmt_time(obj["time"]), Text(obj["message"] or ""))
     ctx.out.print(table)
     more = f" (first {limit}; --limit 0 lists all)" if truncated else ""
-    ctx.out.print(f"{len(objects)} failed key(s){more}")
+    ctx.out.print(f"{len(objects)} key(s) failing now{more}")
 
 
 def retry(

@@ -52,10 +52,12 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_concurrency: int = Field(default=4, ge=1, le=64)
-    stream_memory_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024, description="Object bytes all streamed copies of one process may hold in memory at once (parts and single-request bodies).")
+    stream_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="Object bytes all streamed copies of one process may hold in memory at once (parts and single-request bodies); the S3 client holds a native copy of each body in flight besides.")
     shutdown_seconds: float = Field(default=20.0, ge=0, description="On SIGTERM, how long in-flight copies may finish before they are cancelled and handed back.")
     object_list_interval_seconds: float = Field(default=60.0, gt=0, description="How often success/failed/skip object lists are written to the destination bucket.")
     store_timeout_seconds: float = Field(default=60.0, gt=0)
+    check_buckets_on_create: bool = Field(default=True, description="CreateSyncTask and StartSyncTask check, with the given credentials, that the source bucket can be read and the destination bucket reached (one listing of at most one object each) and refuse the task with 400 otherwise; false accepts tasks whose buckets are not reachable yet.")
+    check_buckets_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="How long the bucket check of one side may take before the endpoint counts as unreachable.")
 
     dashboard_password: SecretStr | None = Field(
         default=None,

@@ -10,6 +10,7 @@ from typing import Protocol
 from omsync import metrics
 from omsync.config import Settings
 from omsync.db import Database
+from omsync.engine.factory import StoreFactory
 from omsync.ledger.migrate import upgrade
 from omsync.ledger.queue import Ledger
 from omsync.ledger.tasks import KeyRepository, TaskRepository
@@ -31,6 +32,7 @@ class Services:
     tasks: TaskRepository
     keys: KeyRepository
     listeners: list[Notifier] = field(default_factory=list)
+    _check_stores: StoreFactory | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -63,5 +65,15 @@ class Services:
         for listener in self.listeners:
             listener.notify()
 
+    @property
+    def check_stores(self) -> StoreFactory:
+        """Stores the API uses to check a new task's buckets (built on first use)."""
+        if self._check_stores is None:
+            self._check_stores = StoreFactory(self.settings)
+        return self._check_stores
+
     async def close(self) -> None:
+        if self._check_stores is not None:
+            await self._check_stores.close()
+            self._check_stores = None
         await self.db.close()

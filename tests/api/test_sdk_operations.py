@@ -211,21 +211,25 @@ def test_unknown_region_without_endpoint_is_refused(client: Any) -> None:
     assert "src_region" in str(exc)
 
 
-def test_unknown_task_is_404_everywhere(client: Any) -> None:
+def test_unknown_task_answers_with_the_status_each_oms_page_lists(client: Any) -> None:
+    """404 where the operation's OMS page lists 404 (show, events, statistics); 400 where it
+    lists only 400/403 (Start, Stop, Delete). The code is OMS.1009 either way."""
     missing = "00000000-0000-0000-0000-000000000000"
     expect_error(lambda: show(client, missing), 404, "OMS.1009")
     expect_error(lambda: client.create_sync_events(CreateSyncEventsRequest(
         sync_task_id=missing, body=SyncObjectReq(object_keys=["k"]))), 404, "OMS.1009")
-    expect_error(lambda: client.stop_sync_task(StopSyncTaskRequest(sync_task_id=missing)), 404, "OMS.1009")
-    expect_error(lambda: client.delete_sync_task(DeleteSyncTaskRequest(sync_task_id=missing)), 404, "OMS.1009")
     expect_error(lambda: client.list_sync_task_statistic(ListSyncTaskStatisticRequest(
         sync_task_id=missing, data_type="REQUEST", start_time="0", end_time="1")), 404, "OMS.1009")
+    expect_error(lambda: client.stop_sync_task(StopSyncTaskRequest(sync_task_id=missing)), 400, "OMS.1009")
+    expect_error(lambda: client.delete_sync_task(DeleteSyncTaskRequest(sync_task_id=missing)), 400, "OMS.1009")
+    expect_error(lambda: client.start_sync_task(StartSyncTaskRequest(sync_task_id=missing, body=StartSyncTaskReq(
+        src_ak="a", src_sk="b", dst_ak="c", dst_sk="d"))), 400, "OMS.1009")
 
 
 def test_a_project_never_sees_another_projects_tasks(client: Any, other_client: Any) -> None:
     mine = create_task(client)
     expect_error(lambda: show(other_client, mine), 404, "OMS.1009")
-    expect_error(lambda: other_client.stop_sync_task(StopSyncTaskRequest(sync_task_id=mine)), 404, "OMS.1009")
+    expect_error(lambda: other_client.stop_sync_task(StopSyncTaskRequest(sync_task_id=mine)), 400, "OMS.1009")
     listed = other_client.list_sync_tasks(ListSyncTasksRequest(limit=100))
     assert mine not in {t.sync_task_id for t in listed.tasks}
 

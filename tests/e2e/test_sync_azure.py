@@ -96,23 +96,37 @@ def test_missing_blob_is_source_not_found(azurite: AzuriteServer, moto_s3: S3Ser
     assert failed["reason"] == "source_not_found"
 
 
-def test_wrong_account_key_is_access_denied(azurite: AzuriteServer, moto_s3: S3Server, azure_sync: Sync) -> None:
+def test_wrong_account_key_is_refused_at_creation(azurite: AzuriteServer, moto_s3: S3Server,
+                                                  azure_sync: Sync) -> None:
+    """The bucket check lists the container with the given account key: a wrong key is a 400
+    naming the source and "access denied" when the task is created."""
     import base64
 
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
     container = azurite.make_container("e2e-azure-denied")
-    with _blob_service(azurite) as service:
-        service.get_blob_client(container, "secret.txt").upload_blob(b"x", overwrite=True)
     dst = moto_s3.make_bucket("e2e-azure-denied-dst")
-    task_id = azure_sync.create_task(
-        src_cloud_type="Azure", src_region="eastus", src_bucket=container, src_ak=azurite.account,
-        src_sk=base64.b64encode(b"a wrong account key" * 3).decode(), dst_ak=moto_s3.access_key,
-        dst_sk=moto_s3.secret_key, dst_region="moto", dst_bucket=dst)
-    azure_sync.send(task_id, ["secret.txt"])
-    task = azure_sync.wait_settled(task_id)
-    assert task.monthly_failure_object == 1
-    [failed] = failed_objects(azure_sync, task_id)
-    assert failed["reason"] == "access_denied"
-    assert failed["attempts"] == 1
+    with pytest.raises(ClientRequestException) as info:
+        azure_sync.create_task(
+            src_cloud_type="Azure", src_region="eastus", src_bucket=container, src_ak=azurite.account,
+            src_sk=base64.b64encode(b"a wrong account key" * 3).decode(), dst_ak=moto_s3.access_key,
+            dst_sk=moto_s3.secret_key, dst_region="moto", dst_bucket=dst)
+    assert info.value.status_code == 400
+    assert "[src_bucket]" in info.value.error_msg and "access denied" in info.value.error_msg
+
+
+def test_missing_container_is_refused_at_creation(azurite: AzuriteServer, moto_s3: S3Server,
+                                                  azure_sync: Sync) -> None:
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+    dst = moto_s3.make_bucket("e2e-azure-nocontainer-dst")
+    with pytest.raises(ClientRequestException) as info:
+        azure_sync.create_task(
+            src_cloud_type="Azure", src_region="eastus", src_bucket="no-such-container",
+            src_ak=azurite.account, src_sk=azurite.key,
+            dst_ak=moto_s3.access_key, dst_sk=moto_s3.secret_key, dst_region="moto", dst_bucket=dst)
+    assert info.value.status_code == 400
+    assert "[src_bucket]" in info.value.error_msg and "bucket not found" in info.value.error_msg
 
 
 def test_moto_to_azure_destination(azurite: AzuriteServer, moto_s3: S3Server, azure_sync: Sync) -> None:

@@ -67,19 +67,20 @@ def test_moto_to_seaweedfs_with_real_signatures(moto_s3: S3Server, seaweed_s3: S
         assert got["Metadata"]["origin"] == "e2e"
 
 
-def test_wrong_destination_secret_is_access_denied_without_retries(moto_s3: S3Server, seaweed_s3: S3Server,
-                                                                   cross_sync: Sync) -> None:
+def test_wrong_destination_secret_is_refused_at_creation(moto_s3: S3Server, seaweed_s3: S3Server,
+                                                         cross_sync: Sync) -> None:
+    """A destination that refuses the credentials makes every key fail: the task is refused
+    when it is created (400 naming the destination), not accepted to fail key by key."""
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
     src, dst = moto_s3.make_bucket("cross-deny-src"), seaweed_s3.make_bucket("cross-deny-dst")
     put_sources(moto_s3, src, ["denied"])
-    task_id = cross_sync.create_task(
-        src_cloud_type="Aliyun", src_region="cn-hangzhou", src_bucket=src, src_ak="a", src_sk="b",
-        dst_ak=seaweed_s3.access_key, dst_sk="wrong-secret", dst_region="cn-north-4", dst_bucket=dst)
-    cross_sync.send(task_id, ["denied"])
-    task = cross_sync.wait_settled(task_id)
-    assert task.monthly_failure_object == 1
-    [failed] = failed_objects(cross_sync, task_id)
-    assert failed["reason"] == "access_denied"
-    assert failed["attempts"] == 1
+    with pytest.raises(ClientRequestException) as info:
+        cross_sync.create_task(
+            src_cloud_type="Aliyun", src_region="cn-hangzhou", src_bucket=src, src_ak="a", src_sk="b",
+            dst_ak=seaweed_s3.access_key, dst_sk="wrong-secret", dst_region="cn-north-4", dst_bucket=dst)
+    assert info.value.status_code == 400
+    assert "[dst_bucket]" in info.value.error_msg and "access denied" in info.value.error_msg
 
 
 def test_fs_to_s3_and_back(moto_s3: S3Server, cross_sync: Sync, fs_root: Path) -> None:

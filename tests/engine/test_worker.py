@@ -482,7 +482,8 @@ async def test_outcomes_are_written_as_object_lists_into_the_destination(env: En
     await put(env.src, "src", "ok key+%.txt", b"1")
     await put(env.src, "src", "exists", b"2")
     await put(env.dst, "dst", "exists", b"old")
-    await env.ledger.accept(task_id, ["ok key+%.txt", "exists", "tab\there"])
+    await env.ledger.accept(task_id, ["ok key+%.txt", "exists", "tab\there"],
+                            raw_keys=["ok%20key%2B%25.txt", None, "tab%09here"])
     engine = env.engine()
     await engine.start()
     engine.notify()
@@ -505,15 +506,15 @@ async def test_outcomes_are_written_as_object_lists_into_the_destination(env: En
 
     assert failed == list_key(task_id, OutcomeKind.FAILURE, int(stamp))
     [line] = env.dst.object_bytes("dst", failed).decode().splitlines()
-    code, when, encoded, decoded, message = line.split("\t")
+    code, when, encoded, decoded, store_code, message = line.split("\t")
     assert code == "source_not_found"
     assert when.endswith("Z")
-    assert encoded == "tab%09here" and decoded == "tab\\there"
-    assert "tab" in message or message
+    assert encoded == "tab%09here" and decoded == "tab\\there"  # as sent; decoded with the tab escaped
+    assert store_code != "" and message
     [line] = env.dst.object_bytes("dst", by_kind["success_object_lists"]).decode().splitlines()
-    assert line.split("\t")[2] == "ok%20key%2B%25.txt"
+    assert line.split("\t")[0] == "ok key+%.txt" and line.split("\t")[2] == "1"
     [line] = env.dst.object_bytes("dst", by_kind["skip_object_lists"]).decode().splitlines()
-    assert line.split("\t")[0] == "exists"
+    assert line.split("\t")[0] == "exists" and line.split("\t")[3] == "exists"
 
     async with env.services.db.read() as conn:
         assert (await conn.execute(select(outcome_log))).all() == []

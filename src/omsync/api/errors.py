@@ -54,8 +54,10 @@ def invalid(field: str, why: str = "invalid") -> OmsError:
     return OmsError(400, INVALID_PARAMETER, f"Invalid request parameters: {detail}", detail=detail)
 
 
-def not_found(task_id: str) -> OmsError:
-    return OmsError(404, NOT_FOUND, f"sync task {task_id} not found")
+def not_found(task_id: str, *, status: int = 404) -> OmsError:
+    """OMS.1009 for an unknown task: 404 where the OMS page of the operation lists 404
+    (ShowSyncTask, statistics, events), 400 where it lists only 400/403 (Start, Stop, Delete)."""
+    return OmsError(status, NOT_FOUND, f"sync task {task_id} not found")
 
 
 def error_response(request: Request, error: OmsError) -> JSONResponse:

@@ -20,6 +20,7 @@ from omsync.api import errors
 from omsync.api.auth import authorize_project
 from omsync.api.errors import OmsError, invalid, not_found
 from omsync.api.guards import INT64_MAX, check_task_buckets, load_json_body
+from omsync.api.preflight import check_buckets
 from omsync.api.schemas import (
     CreateSyncTaskReq,
     CreateSyncTaskResponse,
@@ -39,7 +40,7 @@ from omsync.api.schemas import (
     TaskLimitsResponse,
 )
 from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
-from omsync.domain.model import CloudType, ConsistencyCheck, TaskLimits
+from omsync.domain.model import CloudType, ConsistencyCheck, Credentials, TaskLimits, TaskStatus
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
 from omsync.ledger.queue import BacklogFull, TaskNotFound
 from omsync.ledger.tasks import TaskBusy, TaskLimitReached, dump_json
@@ -142,13 +143,30 @@ async def _task(services: Services, project_id: str, task_id: str) -> Mapping[st
 
 @contextlib.asynccontextmanager
 async def _task_transition(task_id: str) -> AsyncIterator[None]:
-    """Map a lifecycle change's refusals: unknown task → 404, wrong status → 400 OMSYNC.0409."""
+    """Map a lifecycle change's refusals (Start, Stop, Delete) to the statuses the OMS pages
+    list for those operations (400, 403): unknown task → 400 OMS.1009, wrong status → 400
+    OMSYNC.0409."""
     try:
         yield
     except TaskNotFound as exc:
-        raise not_found(task_id) from exc
+        raise not_found(task_id, status=400) from exc
     except TaskBusy as exc:
         raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
+
+
+async def _check_task_buckets(services: Services, row: Mapping[str, Any], credentials: Mapping[str, str]) -> None:
+    """Refuse (400 naming the side) a task whose source bucket cannot be read or destination
+    bucket reached with ``credentials``, unless ``check_buckets_on_create`` is off."""
+    settings = services.settings
+    if not settings.check_buckets_on_create:
+        return
+    await check_buckets(
+        services.check_stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
+        src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
+             Credentials(credentials["src_ak"], credentials["src_sk"])),
+        dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
+             Credentials(credentials["dst_ak"], credentials["dst_sk"])),
+    )
 
 
 def _epoch_ms(name: str, value: str | None) -> int:
@@ -198,6 +216,7 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
         "object_overwrite_mode": body.object_overwrite_mode.value,
     }
     credentials = {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk}
+    await _check_task_buckets(services, fields, credentials)
     try:
         task_id = await services.tasks.create(project_id, fields, credentials)
     except TaskLimitReached as exc:
@@ -264,8 +283,12 @@ async def start_sync_task(
     for name in ("src_crypto_type", "dst_crypto_type", "source_cdn_crypto_type"):
         if getattr(body, name) == "KMS":
             raise invalid(name, "KMS encryption is not supported by omsync")
+    credentials = body.model_dump()
     async with _task_transition(sync_task_id):
-        await services.tasks.start(project_id, sync_task_id, body.model_dump())
+        row = await services.tasks.get(project_id, sync_task_id)
+        if row["status"] == TaskStatus.STOPPED.value:
+            await _check_task_buckets(services, row, credentials)
+        await services.tasks.start(project_id, sync_task_id, credentials)
     services.work_arrived()
     return Response(status_code=200)
 
@@ -334,16 +357,22 @@ async def create_sync_events(
         raise invalid("object_keys", f"must hold 1 to {limit} keys, got {len(body.object_keys)}")
     plus_means_space = services.settings.key_plus_means_space
     keys = []
+    sent: list[str | None] | None = None  # each key as received, where it differs (object lists)
     for index, raw in enumerate(body.object_keys):
         if _is_plain_key(raw):
             keys.append(raw)  # what decode_event_key returns for it, without the work
             continue
         try:
-            keys.append(decode_event_key(raw, plus_means_space=plus_means_space))
+            key = decode_event_key(raw, plus_means_space=plus_means_space)
         except KeyDecodeError as exc:
             raise invalid(f"object_keys[{index}]", f"{raw[:200]!r}: {exc.reason}") from exc
+        if key != raw:
+            if sent is None:
+                sent = [None] * len(body.object_keys)
+            sent[index] = raw
+        keys.append(key)
     try:
-        await services.ledger.accept(sync_task_id, keys, project_id=project_id)
+        await services.ledger.accept(sync_task_id, keys, project_id=project_id, raw_keys=sent)
     except TaskNotFound as exc:
         raise not_found(sync_task_id) from exc
     except BacklogFull as exc:
@@ -368,12 +397,15 @@ async def list_failed_objects(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     marker: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
-    """Failed keys with their reasons, paginated by ``marker`` (the ``next_marker`` returned)."""
+    """Keys failing now with their reasons, paginated by ``marker`` (the ``next_marker``
+    returned); ``count`` is how many keys are failing now in all (not the month's FAILURE
+    counter, which also counts failures a later retry fixed)."""
     await _task(services, project_id, sync_task_id)
     rows = await services.ledger.failed_keys(sync_task_id, limit=limit, after_id=marker)
     return {
         "objects": [FailedObject(**{k: v for k, v in r.items() if k != "id"}) for r in rows],
         "next_marker": rows[-1]["id"] if len(rows) == limit else None,
+        "count": await services.tasks.failing_keys(sync_task_id),
     }
 
 

@@ -157,6 +157,9 @@ class FailedObject(BaseModel):
 class ListFailedObjectsResponse(BaseModel):
     objects: list[FailedObject]
     next_marker: int | None
+    # Keys failing now (all pages): not the month's FAILURE counter, which also counts failures
+    # a later retry fixed.
+    count: int | None = None
 
 
 class RetryFailedResponse(BaseModel):

@@ -10,30 +10,39 @@ rows are written again next time. ``<timestamp>`` is the epoch in milliseconds w
 made. The lists are PUT straight into the destination store; they are not events, so they never
 trigger a sync of their own.
 
-One line per outcome, tab-separated: the reason code (for failures the error code), the time
-(UTC, ISO 8601), the URL-encoded key (exact: every byte of the key is recoverable from it), the
-key itself with tabs, line breaks, backslashes and other control characters escaped, and the
-message.
+One line per outcome, tab-separated, the columns OMS documents first (README "Object lists"):
+
+* failed: the failure reason, the time, the key URL-encoded as the event sent it (not
+  re-encoded), the decoded key, the source store's error code (``NoSuchKey``,
+  ``AccessDenied``, ``-`` when the store gave none), then omsync's message;
+* skip: the decoded key, the time, the object's size in bytes (``-`` when unknown), then
+  omsync's skip reason;
+* success: the decoded key, the time, the object's size in bytes.
+
+Times are UTC, ISO 8601 with milliseconds. A decoded key has tabs, line breaks, backslashes and
+other control characters written as backslash escapes (tab as backslash-t, byte 0x01 as
+backslash-x01, a backslash doubled) so that a line stays one line; the encoded key of the failed
+list is exact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, func, select
 
 from omsync.db import Database
 from omsync.domain.model import OutcomeKind
 from omsync.engine.factory import addressed
 from omsync.engine.ports import StoreProvider
 from omsync.ledger.queue import TaskNotFound
-from omsync.ledger.tables import outcome_log
+from omsync.ledger.tables import ledger, outcome_log
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import PutOptions, StoreError
 
@@ -44,6 +53,10 @@ CONTENT_TYPE = "text/plain; charset=utf-8"
 _DELETE_BATCH = 500
 
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+# The store's own error code in a failure message: "source: [NoSuchKey] ..." (see
+# omsync.engine.retry.describe), also after "N attempts; last: ".
+_STORE_CODE = re.compile(r"(?:^|: )(?:source|destination): \[([A-Za-z0-9_.-]{1,64})\]")
+NO_VALUE = "-"
 
 
 def list_key(task_id: str, kind: OutcomeKind, stamp_ms: int) -> str:
@@ -69,12 +82,28 @@ def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
-def format_line(key: str, outcome: str, reason: str | None, message: str | None, at_ms: int) -> str:
-    """One list line (without the newline)."""
-    code = reason or outcome
-    return "\t".join(
-        (printable(code), _utc(at_ms), quote(key, safe="/"), printable(key), printable(message or ""))
-    )
+def store_error_code(message: str | None) -> str:
+    """The source (or destination) store's error code a failure message names, or ``-``."""
+    found = _STORE_CODE.search(message or "")
+    return found.group(1) if found else NO_VALUE
+
+
+def format_line(key: str, outcome: str, reason: str | None, message: str | None, at_ms: int, *,
+                sent: str | None = None, size: int | None = None) -> str:
+    """One list line (without the newline). ``sent`` is the key as the event carried it
+    (``None``: the key itself); ``size`` the object's size when known."""
+    kind = OutcomeKind(outcome)
+    size_text = NO_VALUE if size is None else str(size)
+    if kind is OutcomeKind.FAILURE:
+        columns: tuple[str, ...] = (
+            reason or outcome, _utc(at_ms), sent if sent is not None else key, key,
+            store_error_code(message), message or "",
+        )
+    elif kind is OutcomeKind.SKIP:
+        columns = (key, _utc(at_ms), size_text, reason or "")
+    else:
+        columns = (key, _utc(at_ms), size_text)
+    return "\t".join(printable(c) for c in columns)
 
 
 class ObjectListWriter:
@@ -121,7 +150,13 @@ class ObjectListWriter:
                 rows = (
                     await conn.execute(
                         select(outcome_log.c.id, outcome_log.c.key, outcome_log.c.outcome,
-                               outcome_log.c.reason, outcome_log.c.message, outcome_log.c.at)
+                               outcome_log.c.reason, outcome_log.c.message, outcome_log.c.at,
+                               # A skip whose outcome did not carry the size: the size omsync
+                               # last copied of the key, when it did.
+                               func.coalesce(outcome_log.c.size, ledger.c.size).label("size"),
+                               ledger.c.raw_key)
+                        .select_from(outcome_log.outerjoin(
+                            ledger, and_(ledger.c.task_id == outcome_log.c.task_id, ledger.c.key == outcome_log.c.key)))
                         .where(outcome_log.c.task_id == task_id)
                         .order_by(outcome_log.c.id)
                         .limit(self.max_lines)
@@ -149,7 +184,8 @@ class ObjectListWriter:
         for row in rows:
             kind = OutcomeKind(row.outcome)
             key = bytes(row.key).decode("utf-8")
-            grouped[kind].append(format_line(key, row.outcome, row.reason, row.message, row.at))
+            grouped[kind].append(format_line(key, row.outcome, row.reason, row.message, row.at,
+                                             sent=row.raw_key, size=row.size))
         return grouped
 
     async def _delete(self, ids: list[int]) -> None:

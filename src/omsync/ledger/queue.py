@@ -124,6 +124,7 @@ class _Intake:
     count: int
     project_id: str | None
     future: asyncio.Future[None]
+    raw: dict[bytes, str | None] | None = None  # key -> its form as sent, when it differs
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -151,9 +152,10 @@ class _Sql:
         )
         self.accept_upsert = self._p(
             'INSERT INTO ledger (task_id, "key", generation, reported_generation, state, due_at, attempts, '
-            "pending_since, updated_at) VALUES (?, ?, ?, 0, 'pending', ?, 0, ?, ?) "
+            "pending_since, updated_at, raw_key) VALUES (?, ?, ?, 0, 'pending', ?, 0, ?, ?, ?) "
             'ON CONFLICT (task_id, "key") DO UPDATE SET '
             "generation = ledger.generation + excluded.generation, "
+            "raw_key = excluded.raw_key, "
             "state = CASE WHEN ledger.state = 'inflight' THEN 'inflight' ELSE 'pending' END, "
             "due_at = CASE WHEN ledger.state = 'inflight' THEN ledger.due_at ELSE excluded.due_at END, "
             "attempts = CASE WHEN ledger.state = 'inflight' THEN ledger.attempts ELSE 0 END, "
@@ -181,7 +183,7 @@ class _Sql:
             "size = COALESCE(?, size), attempts = ?, pending_since = NULL, updated_at = ? WHERE id = ?"
         )
         self.log_outcome = self._p(
-            'INSERT INTO outcome_log (task_id, "key", outcome, reason, message, at) VALUES (?, ?, ?, ?, ?, ?)'
+            'INSERT INTO outcome_log (task_id, "key", outcome, reason, message, size, at) VALUES (?, ?, ?, ?, ?, ?, ?)'
         )
         self.retry = self._p(
             "UPDATE ledger SET state = 'pending', lease_owner = NULL, due_at = ?, attempts = ?, reason = ?, "
@@ -282,8 +284,13 @@ class Ledger:
 
     # -- accept ---------------------------------------------------------------------------------
 
-    async def accept(self, task_id: str, keys: Sequence[str], *, project_id: str | None = None) -> None:
+    async def accept(self, task_id: str, keys: Sequence[str], *, project_id: str | None = None,
+                     raw_keys: Sequence[str | None] | None = None) -> None:
         """Record one occurrence per element of ``keys`` (duplicates count separately).
+
+        ``raw_keys`` (parallel to ``keys``) are the keys as the event sent them, ``None`` where
+        that is the key itself; each key's row keeps the form its latest occurrence carried
+        (for the failed object list).
 
         Raises :class:`TaskNotFound` for an unknown task (or one of another project) and
         :class:`BacklogFull` when the task already has ``max_pending_per_task`` keys pending.
@@ -295,7 +302,11 @@ class Ledger:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._intake.append(_Intake(task_id, Counter(k.encode("utf-8") for k in keys), len(keys), project_id, future))
+        raw: dict[bytes, str | None] | None = None
+        if raw_keys is not None and any(r is not None for r in raw_keys):
+            raw = {key.encode("utf-8"): sent for key, sent in zip(keys, raw_keys, strict=True)}
+        self._intake.append(_Intake(task_id, Counter(k.encode("utf-8") for k in keys), len(keys), project_id,
+                                    future, raw))
         committer = self._committer
         if committer is None or committer.done() or committer.get_loop() is not loop:
             self._committer = loop.create_task(self._commit_intake(), name="omsync-ledger-intake")
@@ -391,6 +402,7 @@ class Ledger:
                 ):
                     states[bytes(row[0])] = row[1]
             merged: Counter[bytes] = Counter()
+            raw: dict[bytes, str | None] = {}
             requests = 0
             newly_pending = 0
             # In arrival order, as if each ran alone: the backlog bound sees the earlier ones.
@@ -408,10 +420,15 @@ class Ledger:
                 pending += newly
                 newly_pending += newly
                 merged.update(item.occurrences)
+                if item.raw is not None:
+                    raw.update(item.raw)
+                elif raw:
+                    for key in raw.keys() & item.occurrences.keys():
+                        raw[key] = None  # sent as it is this time
                 requests += item.count
             if merged:
                 conn.exec_driver_sql(
-                    sql.accept_upsert, [(task_id, key, n, at, at, at) for key, n in merged.items()]
+                    sql.accept_upsert, [(task_id, key, n, at, at, at, raw.get(key)) for key, n in merged.items()]
                 )
             if newly_pending:
                 conn.exec_driver_sql(sql.add_pending, (newly_pending, task_id))
@@ -665,7 +682,9 @@ class Ledger:
                 claim.generation if success else None, kind.value, outcome.reason, outcome.message,
                 outcome.size if success else None, claim.attempts + 1, at, claim.row_id,
             ))
-            logged.append((claim.task_id, claim.key.encode("utf-8"), kind.value, outcome.reason, outcome.message, at))
+            # The object's size for the lists: a SUCCESS's bytes, a SKIP's when the copier knew it.
+            logged.append((claim.task_id, claim.key.encode("utf-8"), kind.value, outcome.reason, outcome.message,
+                           outcome.size if success or outcome.size else None, at))
             finished[claim.task_id] += 1
             tally["skip"] += served - 1
             tally[kind.value.lower()] += 1

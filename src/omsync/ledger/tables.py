@@ -86,6 +86,9 @@ ledger = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("key", LargeBinary, nullable=False),  # UTF-8 bytes of the object key, exact
+    # The key as the last event sent it (URL-encoded), when that differs from ``key``; NULL:
+    # sent as it is. Written into the failed object list as OMS does.
+    Column("raw_key", Text, nullable=True),
     Column("generation", BigInteger, nullable=False),  # accepted occurrences so far
     Column("reported_generation", BigInteger, nullable=False),  # occurrences already given an outcome
     Column("copied_generation", BigInteger, nullable=False, server_default="0"),
@@ -137,6 +140,7 @@ outcome_log = Table(
     Column("outcome", String(16), nullable=False),
     Column("reason", String(64), nullable=True),
     Column("message", Text, nullable=True),
+    Column("size", BigInteger, nullable=True),  # the object's size, when the outcome knows it
     Column("at", BigInteger, nullable=False),
     Index("ix_outcome_log_task", "task_id", "id"),
 )

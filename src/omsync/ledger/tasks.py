@@ -23,7 +23,7 @@ from omsync.domain.model import (
     TaskStatus,
 )
 from omsync.ledger.queue import TaskNotFound, now_ms
-from omsync.ledger.tables import access_keys, auth_tokens, sync_tasks
+from omsync.ledger.tables import access_keys, auth_tokens, ledger, sync_tasks
 from omsync.secrets import SecretBox, hash_token
 
 
@@ -172,6 +172,15 @@ class TaskRepository:
             dst_storage_policy=StoragePolicy(row["dst_storage_policy"]) if row["dst_storage_policy"] else None,
             app_id=row["app_id"],
         )
+
+    async def failing_keys(self, task_id: str) -> int:
+        """How many keys of the task are failing now (their last attempt ended in FAILURE and
+        no later event or retry has succeeded)."""
+        async with self.db.read() as conn:
+            value = await conn.scalar(
+                select(func.count()).select_from(ledger).where(ledger.c.task_id == task_id, ledger.c.state == "failed")
+            )
+        return int(value or 0)
 
     async def limits(self, project_id: str, task_id: str) -> TaskLimits:
         """The task's throttles. Raises :class:`TaskNotFound`."""

@@ -25,7 +25,8 @@ TASK_COLUMNS = (
     sync_tasks.c.dst_cloud_type, sync_tasks.c.dst_region, sync_tasks.c.dst_bucket,
     sync_tasks.c.consistency_check, sync_tasks.c.object_overwrite_mode, sync_tasks.c.enable_metadata_migration,
     sync_tasks.c.dst_storage_policy, sync_tasks.c.create_time, sync_tasks.c.last_start_time,
-    sync_tasks.c.pending_keys,
+    sync_tasks.c.pending_keys, sync_tasks.c.max_concurrency, sync_tasks.c.max_objects_per_second,
+    sync_tasks.c.max_bytes_per_second,
 )
 
 # Event-to-outcome latency histogram, per 5-minute bucket: column ``lat_<i>`` of ``stat_buckets``
