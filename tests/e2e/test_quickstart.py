@@ -8,6 +8,7 @@ on the machine): ``OMSYNC_PORT`` is set for ``serve.sh`` and the URLs of the tex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -66,10 +67,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     finally:
         # The script's background jobs (omsync, moto) share its process group: whatever the
         # script left running ends with it.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
     text = output.decode("utf-8", "replace")
     log = (clone / "omsync.log").read_text(encoding="utf-8", errors="replace")
