@@ -28,7 +28,7 @@ from tests.servers import S3Server
 
 MIB = 1024 * 1024
 PART = 5 * MIB
-HOLD_AFTER = 6 * MIB  # past the first part: the upload exists and holds a part
+HOLD_AFTER = 1 * MIB  # inside the second part's ranged read: the upload exists and holds a part
 STUCK = [f"stuck/{i} é" for i in range(3)]
 BRIEF = [f"brief/{i}+x" for i in range(4)]
 LATE = [f"late/{i}" for i in range(3)]
@@ -69,7 +69,7 @@ def test_sigterm_finishes_brief_copies_hands_back_stuck_ones_and_exits_zero(
     proxy = TimedProxy(moto_s3.endpoint_url, slow=brief_path, delay=BRIEF_DELAY)
     proxy.start()
     try:
-        hold = proxy.stall(lambda p: p.startswith(f"/{src}/stuck/"), after_bytes=HOLD_AFTER)
+        hold = proxy.stall(lambda p: p.startswith(f"/{src}/stuck/"), after_bytes=HOLD_AFTER, pass_first=1)
         cluster = make_cluster(
             {"Aliyun:cn-hangzhou": proxy.url + "#moto", "HuaweiCloud:cn-north-4": moto_s3.endpoint_url + "#moto"},
             multipart_threshold_bytes=str(PART), part_size_bytes=str(PART), part_concurrency="1",
@@ -115,7 +115,7 @@ def test_sigterm_finishes_brief_copies_hands_back_stuck_ones_and_exits_zero(
         # The brief copies were still reading their source when the signal came, and finished.
         brief_gets = {s.path: s for s in proxy.spans() if s.method == "GET" and brief_path(s.path)}
         assert sorted(brief_gets) == sorted(f"/{src}/{key}" for key in BRIEF)
-        assert all(span.end > sent and span.status == 200 for span in brief_gets.values()), brief_gets
+        assert all(span.end > sent and span.status in (200, 206) for span in brief_gets.values()), brief_gets
         for key in BRIEF:  # finished during the drain, outcome recorded by the stopping worker
             assert rows[key][:3] == ("done", "SUCCESS", None), (key, rows[key])
         for key in STUCK:  # handed back: due again, no owner, no attempt counted, no outcome
