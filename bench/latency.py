@@ -5,7 +5,8 @@
                             [--put-inline]
 
 One SeaweedFS and one ``omsync serve`` (defaults: worker processes beside the API process) are
-started. ``rate × duration`` new 4 KiB objects are written into the source bucket first (the
+started; the destination bucket gets one write first, since SeaweedFS allocates a new bucket's
+volumes on its first write. ``rate × duration`` new 4 KiB objects are written into the source bucket first (the
 source cloud's work, not omsync's: with ``--put-inline`` each sender writes its object just
 before its event instead, on the same two cores). Then, for ``rate × duration`` slots spaced
 ``1/rate`` s apart, ``--senders`` threads post one sync event per slot naming the key (through
@@ -24,10 +25,14 @@ number of events sent so far; the peak also takes each process's ``VmHWM`` befor
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -48,6 +53,20 @@ from common import (
 SMALL_BYTES = 4096
 
 
+def served_seconds(url: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound in s, count) of omsync's own CreateSyncEvents durations."""
+    route = "/v2/{project_id}/sync-tasks/{sync_task_id}/events"
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (sample.name == "omsync_http_request_duration_seconds_bucket" and sample.labels.get("route") == route
+                    and sample.labels.get("status") == "200"):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return sorted(buckets.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--put-inline", action="store_true",
                         help="each sender writes its object just before its event instead of all beforehand")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound for the last outcomes after sending")
+    parser.add_argument("--dump", type=Path, help="write key, sent, answered, recorded (epoch s) per key to this CSV")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.keys_per_event < 1:
         parser.error("--rate, --duration and --keys-per-event must be positive")
@@ -76,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     with seaweedfs() as server:
         src, dst = server.make_bucket("lat-src"), server.make_bucket("lat-dst")
         s3 = s3_client(server, pool=max(args.senders, 16) + 2)
+        # SeaweedFS allocates a new bucket's volumes on its first write (~0.2-1 s): take that
+        # cold start out of the measurement, as any bucket in use has its volumes.
+        s3.put_object(Bucket=dst, Key="warm-up", Body=b"")
+        s3.delete_object(Bucket=dst, Key="warm-up")
         if not args.put_inline:
             took = upload(server, src, [k for keys in events for k in keys], SMALL_BYTES, threads=16)
             print(f"wrote {slots} source objects beforehand in {took:.1f} s")
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 counters = wait_settled(om, task_id, slots, args.timeout)
             cpu = procstat.tree_cpu_seconds(om.pid) - cpu0
             rows = om.ledger_rows(task_id)
+            served = served_seconds(om.server.url)
             peak_kib = max(procstat.tree_kib(om.pid, "VmHWM"), peak_tree[0])
             om.stop()
 
@@ -143,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {counters[1]} successes of {slots} (failures {counters[2]}, skips {counters[3]})")
     finished = {key.decode(): updated for key, outcome, updated, _ in rows if outcome == "SUCCESS"}
     latency = [finished[k] / 1000 - sent_at[k] for k in sent_at if k in finished]
+    if args.dump is not None:
+        with args.dump.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["key", "sent", "answered", "recorded"])
+            for key in sorted(sent_at, key=sent_at.__getitem__):
+                writer.writerow([key, f"{sent_at[key]:.3f}", f"{answered_at[key]:.3f}",
+                                 f"{finished[key] / 1000:.3f}" if key in finished else ""])
     after_answer = [finished[k] / 1000 - answered_at[k] for k in answered_at if k in finished]
     answer = [answered_at[k] - sent_at[k] for k in sent_at]
 
@@ -159,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         row("event answered (200) -> outcome recorded", after_answer),
         row("event sent -> answered", answer),
     ]))
+    if served:
+        print("CreateSyncEvents answered by omsync within (server side, from its /metrics): " + ", ".join(
+            f"{bound * 1000:g} ms: {count / served[-1][1] * 100:.1f} %" for bound, count in served
+            if bound <= 0.25 or bound == float("inf")))
     first, last, peak_sampled = sampler.first_last_peak_mib()
     print()
     print(f"omsync RSS (API process): first {first:.0f} MiB, last {last:.0f} MiB, sampled peak "
