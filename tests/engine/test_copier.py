@@ -423,7 +423,7 @@ async def test_missing_source_is_source_not_found_and_missing_destination_bucket
     with pytest.raises(CopyError) as caught:
         await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst)
     verdict = RetryPolicy().decide(caught.value, 0)
-    assert isinstance(verdict, Final) and verdict.outcome.reason == "destination_not_found"
+    assert isinstance(verdict, Final) and verdict.outcome.reason == "destination_bucket_not_found"
 
 
 # -- storage classes ---------------------------------------------------------------------------
@@ -520,3 +520,38 @@ async def test_upload_that_cannot_be_recorded_is_aborted_at_once() -> None:
         await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst, uploads=journal)
     assert dst.count("upload_part") == 0
     assert await open_uploads(dst) == []
+
+
+async def test_a_missing_source_bucket_is_told_from_a_missing_key() -> None:
+    class BareNotFound(MemoryStore):
+        """Answers HEAD like S3 does: a 404 without a body, whatever is missing."""
+
+        async def head(self, bucket: str, key: str) -> ObjectInfo:
+            try:
+                return await super().head(bucket, key)
+            except StoreError as exc:
+                raise StoreError(ErrorKind.NOT_FOUND, "404", code="404") from exc
+
+    src = BareNotFound(capabilities=SMALL_CAPS, buckets=["src"])
+    dst = MemoryStore(capabilities=SMALL_CAPS, buckets=["dst"])
+    policy = RetryPolicy()
+    with pytest.raises(CopyError) as missing_key:
+        await Copier(SMALL_LIMITS).copy(make_spec(), "no such key", src, dst)
+    verdict = policy.decide(missing_key.value, 0)
+    assert isinstance(verdict, Final) and verdict.outcome.reason == "source_not_found"
+
+    with pytest.raises(CopyError) as missing_bucket:
+        await Copier(SMALL_LIMITS).copy(make_spec(src_bucket="gone"), KEY, src, dst)
+    assert missing_bucket.value.side is Side.SOURCE and missing_bucket.value.code == "NoSuchBucket"
+    verdict = policy.decide(missing_bucket.value, 0)
+    assert isinstance(verdict, Final) and verdict.outcome.reason == "source_bucket_not_found"
+
+
+async def test_a_skip_reports_the_size_of_the_object_it_left_alone() -> None:
+    src, dst = stores()
+    data = payload(3 * KIB, seed=9)
+    await put(src, "src", KEY, data)
+    first = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst)
+    assert first.kind is OutcomeKind.SUCCESS
+    again = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, src, dst)
+    assert (again.kind, again.reason, again.size) == (OutcomeKind.SKIP, "not_modified", len(data))

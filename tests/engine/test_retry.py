@@ -19,7 +19,9 @@ def err(kind: ErrorKind, code: str | None = None, **kw: object) -> StoreError:
     ("error", "reason"),
     [
         (CopyError(Side.SOURCE, err(ErrorKind.NOT_FOUND, "NoSuchKey")), "source_not_found"),
-        (CopyError(Side.DESTINATION, err(ErrorKind.NOT_FOUND, "NoSuchBucket")), "destination_not_found"),
+        (CopyError(Side.DESTINATION, err(ErrorKind.NOT_FOUND, "NoSuchBucket")), "destination_bucket_not_found"),
+        (CopyError(Side.SOURCE, err(ErrorKind.NOT_FOUND, "NoSuchBucket")), "source_bucket_not_found"),
+        (CopyError(Side.DESTINATION, err(ErrorKind.NOT_FOUND, "404")), "destination_not_found"),
         (err(ErrorKind.PERMISSION, "AccessDenied"), "access_denied"),
         (CopyError(Side.DESTINATION, err(ErrorKind.PERMISSION)), "access_denied"),
         (err(ErrorKind.UNSUPPORTED, "UnsupportedKey"), "unsupported_key"),

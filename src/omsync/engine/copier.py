@@ -284,7 +284,7 @@ class Copier:
             raise CopyError(Side.SOURCE, StoreError(ErrorKind.NOT_FOUND, "source object not found (listed)",
                                                     code="NoSuchKey"))
         src = (listed_source if isinstance(listed_source, ObjectInfo)
-               else await _on(Side.SOURCE, source.head(spec.src_bucket, key)))
+               else await self._head_source(source, spec.src_bucket, key))
         if listed_destination is None and spec.overwrite_mode is OverwriteMode.FULL:
             # Whatever is at the destination gets overwritten: no need to look.
             decision = Decision(Action.COPY, "full_overwrite")
@@ -295,13 +295,13 @@ class Copier:
                 before = await self._head_destination(destination, spec.dst_bucket, key)
             decision = decide(spec.overwrite_mode, _facts(src), _facts(before) if before is not None else None)
         if not decision.copy:
-            return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note)
+            return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note, size=src.size)
 
         keep_metadata = (same_store and spec.enable_metadata_migration
                          and src.size <= self.limits.multipart_threshold
                          and destination.capabilities.server_side_copy)
         if listed_source is not None and not keep_metadata:
-            src = await _on(Side.SOURCE, source.head(spec.src_bucket, key))
+            src = await self._head_source(source, spec.src_bucket, key)
         options = self._options(spec, src, destination)
         if keep_metadata:
             options = PutOptions(storage_class=options.storage_class, copy_metadata=True)
@@ -321,6 +321,24 @@ class Copier:
             kind = ErrorKind.INVALID if key == "" else ErrorKind.UNSUPPORTED
             raise CopyError(side, StoreError(kind, f"{side.value} cannot hold this key: {problem}",
                                              retryable=False, code="unsupported_key"))
+
+    @staticmethod
+    async def _head_source(store: ObjectStore, bucket: str, key: str) -> ObjectInfo:
+        """HEAD of the source object. A HEAD answers a missing bucket like a missing key (404,
+        no body): then one listing tells which it was, so that the reason says
+        ``source_bucket_not_found`` rather than blaming the key."""
+        try:
+            return await store.head(bucket, key)
+        except StoreError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND or exc.code == "NoSuchBucket":
+                raise CopyError(Side.SOURCE, exc) from exc
+            try:
+                await store.list(bucket, limit=1)
+            except StoreError as listing:
+                if listing.kind is ErrorKind.NOT_FOUND:
+                    raise CopyError(Side.SOURCE, StoreError(
+                        ErrorKind.NOT_FOUND, f"source bucket {bucket!r} not found", code="NoSuchBucket")) from exc
+            raise CopyError(Side.SOURCE, exc) from exc
 
     @staticmethod
     async def _head_destination(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:

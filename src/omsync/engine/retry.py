@@ -20,6 +20,8 @@ from omsync.stores.base import ErrorKind, StoreError
 
 SOURCE_NOT_FOUND = "source_not_found"
 DESTINATION_NOT_FOUND = "destination_not_found"
+SOURCE_BUCKET_NOT_FOUND = "source_bucket_not_found"
+DESTINATION_BUCKET_NOT_FOUND = "destination_bucket_not_found"
 ACCESS_DENIED = "access_denied"
 RETRIES_EXHAUSTED = "retries_exhausted"
 UNSUPPORTED = "unsupported"
@@ -86,16 +88,19 @@ def describe(error: StoreError) -> str:
 def final_reason(error: StoreError) -> str | None:
     """The FAILURE reason for an error that must not be retried, or None if it may be retried.
 
-    NOT_FOUND on the source → ``source_not_found`` (on the destination: ``destination_not_found``);
+    NOT_FOUND on the source → ``source_not_found`` (on the destination: ``destination_not_found``),
+    or ``source_bucket_not_found`` / ``destination_bucket_not_found`` when the bucket itself is
+    missing (code ``NoSuchBucket``);
     PERMISSION → ``access_denied``; UNSUPPORTED/INVALID/CONFLICT → the error's own snake_case
     code when it set one (e.g. ``unsupported_key``), else ``unsupported`` / ``invalid_request``
     / ``conflict``. THROTTLED, TRANSIENT and CORRUPT (and anything flagged ``retryable``) → None.
     """
     kind = error.kind
     if kind is ErrorKind.NOT_FOUND:
-        if isinstance(error, CopyError) and error.side is Side.DESTINATION:
-            return DESTINATION_NOT_FOUND
-        return SOURCE_NOT_FOUND
+        destination = isinstance(error, CopyError) and error.side is Side.DESTINATION
+        if error.code == "NoSuchBucket":
+            return DESTINATION_BUCKET_NOT_FOUND if destination else SOURCE_BUCKET_NOT_FOUND
+        return DESTINATION_NOT_FOUND if destination else SOURCE_NOT_FOUND
     if kind is ErrorKind.PERMISSION:
         return ACCESS_DENIED
     if error.retryable:
