@@ -136,3 +136,14 @@ async def test_memory_budget_survives_cancelled_waiters() -> None:
     budget.release(held)
     assert budget.used == 0
     assert await budget.acquire(10) == 10
+
+
+async def test_without_absence_a_store_out_of_key_order_is_listed_from_the_first_key() -> None:
+    store = CountingStore(in_order=False)
+    await filled(store, [f"s/{i:04d}" for i in range(200)])
+    wanted = [f"s/{i:04d}" for i in range(100, 116)] + ["s/0150x"]
+    result = await list_facts(store, BUCKET, wanted, absence=False)
+    listing = store.listings[0]
+    assert listing["start_after"] == "s/010" and int(str(listing["limit"])) < 40
+    assert all(isinstance(result.known[k], ObjectInfo) for k in wanted[:-1])
+    assert "s/0150x" not in result.known  # no proof of absence from such a listing

@@ -302,9 +302,10 @@ class Copier:
                          and destination.capabilities.server_side_copy)
         if listed_source is not None and not keep_metadata:
             src = await self._head_source(source, spec.src_bucket, key)
-        options = self._options(spec, src, destination)
         if keep_metadata:
-            options = PutOptions(storage_class=options.storage_class, copy_metadata=True)
+            options = PutOptions(storage_class=_storage_class(spec, src), copy_metadata=True)
+        else:
+            options = self._options(spec, src, destination)
         written = await self._write(spec, key, src, source, destination, options, same_store, uploads, bandwidth)
         note = await self._verify(spec, key, src, destination, written)
         message = f"{decision.reason}; {written.how}; {note}"

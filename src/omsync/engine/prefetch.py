@@ -60,24 +60,30 @@ def common_prefix(keys: Sequence[str]) -> str:
     return os.path.commonprefix(list(keys)) if keys else ""  # noqa: RUF071
 
 
-async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str]) -> Listing:
+async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str], *, absence: bool = True) -> Listing:
     """Settle as many of ``keys`` (of ``bucket``) as one dense listing can.
 
-    Never raises: a failed listing settles nothing (each key then gets its own HEAD, which
-    reports the error properly)."""
+    ``absence``: whether proofs of absence are wanted (the destination's side). Without them
+    (the source's side, where a missing key is rare and its own HEAD reports it) the listing
+    starts right before the first key and asks for little more than the keys, even on a store
+    that does not list in key order. Never raises: a failed listing settles nothing (each key
+    then gets its own HEAD, which reports the error properly)."""
     wanted = set(keys)
     if len(wanted) < MIN_KEYS:
         return Listing({}, 0)
     ordered = sorted(wanted)
     prefix = common_prefix(ordered)
-    limit = min(MAX_LISTED, DENSITY * len(wanted))
     in_order = store.capabilities.lists_in_key_order
+    # An exhaustive listing of the prefix is the only proof of absence a store listing in
+    # another order can give: it may be asked for many more keys than wanted.
+    exhaustive = absence and not in_order
+    limit = min(MAX_LISTED, DENSITY * len(wanted) if exhaustive else len(wanted) + len(wanted) // 2 + 4)
     start_after: str | None = None
-    if in_order:
+    if not exhaustive:
         # Every wanted key is >= the smallest one, and a proper prefix of a string sorts
-        # before it: listing after ``first[:-1]`` cannot skip a wanted key.
+        # before it: listing after ``first[:-1]`` cannot skip a wanted key (in key order).
         first = ordered[0]
-        if len(first) - 1 >= len(prefix) and len(first) > 0:
+        if len(first) - 1 >= len(prefix):
             start_after = first[:-1] or None
     try:
         page = await store.list(bucket, prefix=prefix, limit=limit, start_after=start_after)
@@ -88,6 +94,8 @@ async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str]) -> Li
     for info in page.keys:
         if info.key in wanted:
             known[info.key] = info
+    if not in_order and not exhaustive:
+        return Listing(known, len(page.keys))  # what was found, and no proof of anything else
     complete = page.next_token is None
     if complete:
         settled_up_to: str | None = None  # everything under the prefix after start_after was listed

@@ -404,7 +404,7 @@ class Engine:
         wants_destination = spec.overwrite_mode in (OverwriteMode.NO_OVERWRITE, OverwriteMode.SIZE_LAST_MODIFIED)
         lookups: list[Awaitable[Listing]] = []
         if wants_source:
-            lookups.append(list_facts(source, spec.src_bucket, keys))
+            lookups.append(list_facts(source, spec.src_bucket, keys, absence=False))
         if wants_destination:
             lookups.append(list_facts(destination, spec.dst_bucket, keys))
         found = await asyncio.gather(*lookups)

@@ -108,6 +108,10 @@ class Capabilities:
         if (self.preserves_double_slash and self.allows_trailing_slash_object and self.allows_dot_segments
                 and self.max_segment_bytes is None and not self.reserved_prefixes):
             return None  # nothing below can apply: spare splitting every key
+        if ("//" not in key and not key.startswith("/") and not key.endswith("/") and "." not in key
+                and (self.max_segment_bytes is None or size <= self.max_segment_bytes)
+                and not self.reserved_prefixes):
+            return None  # no empty, dot or over-long segment and no trailing slash possible
         segments = key.split("/")
         if not self.preserves_double_slash and "" in segments[:-1]:
             return "key has an empty path segment ('//' or a leading '/'), which this store collapses"
