@@ -193,11 +193,19 @@ def throttled(task_id: str, cause: str) -> None:
     THROTTLED.labels(task_id, cause if cause in THROTTLE_CAUSES else "other").inc()
 
 
+# Label children of the store-duration histogram, looked up once (a store request is the most
+# frequent thing recorded); backends and operations are a small fixed set.
+_store_timers: dict[tuple[str, str], Histogram] = {}
+
+
 def store_call(backend: str, operation: str, seconds: float | None, error_kind: str | None = None) -> None:
     """One store request ended: its duration is observed when given; ``error_kind`` (an
     :class:`~omsync.stores.base.ErrorKind` value, or ``internal``) counts a failure."""
     if seconds is not None:
-        STORE_DURATION.labels(backend, operation).observe(max(0.0, seconds))
+        timer = _store_timers.get((backend, operation))
+        if timer is None:
+            timer = _store_timers[(backend, operation)] = STORE_DURATION.labels(backend, operation)
+        timer.observe(max(0.0, seconds))
     if error_kind is not None:
         STORE_ERRORS.labels(backend, operation, error_kind).inc()
 
