@@ -298,11 +298,13 @@ def omsync(server: S3Server, workers: int, **env: str) -> Iterator[Omsync]:
 def omsync_api(workers: int = 0, endpoints: dict[str, str] | None = None, **env: str) -> Iterator[Omsync]:
     """A fresh ``omsync serve`` (own data dir, SQLite default) with no object store of its own:
     for benchmarks of the API alone (``workers`` 0: nothing is copied). ``endpoints`` and
-    ``env`` as for :func:`omsync`."""
+    ``env`` as for :func:`omsync`. Tasks are not checked against their buckets at creation
+    (there are none)."""
     with tempfile.TemporaryDirectory(prefix="omsync-bench-") as tmp:
         settings = {
             "OMSYNC_OBJECT_LIST_INTERVAL_SECONDS": "3600",
             "OMSYNC_LOG_LEVEL": "WARNING",
+            "OMSYNC_CHECK_BUCKETS_ON_CREATE": "false",
             **({"OMSYNC_ENDPOINTS": json.dumps(endpoints)} if endpoints else {}),
             **{f"OMSYNC_{k.upper()}": v for k, v in env.items()},
         }

@@ -212,7 +212,7 @@ def run_sqlite(server: S3Server, src: str, dst: str, keys: list[str], slots: int
     for bucket, share in buckets.items():
         check_destination(server, bucket, share, "sqlite")
     name = "sqlite, serve (copies in the API process)" if processes == 0 else f"sqlite, serve + {processes} worker processes"
-    return Result(name, max(1, processes), slots * max(1, processes), len(keys), last_ms / 1000 - start,
+    return Result(name, max(1, processes), slots, len(keys), last_ms / 1000 - start,
                   meter.used, load_start, load())
 
 

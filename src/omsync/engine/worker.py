@@ -208,7 +208,7 @@ class Engine:
         self._backlog = False
         # With a backlog, claim again once this many slots are free rather than for every
         # slot that frees up: a bigger batch shares one listing and one ledger transaction.
-        self._refill = max(1, settings.workers // 4)
+        self._refill = max(1, settings.workers // 2)
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
