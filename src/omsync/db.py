@@ -66,8 +66,11 @@ def _sqlite_hooks(engine: Engine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def sync_url(url: str) -> str:
-    """The synchronous driver URL for an async one (aiosqlite → pysqlite; psycopg serves both)."""
+def sync_url(url: str | None) -> str:
+    """The synchronous driver URL for an async one (aiosqlite → pysqlite; psycopg serves both).
+    Raises ``ValueError`` without a URL."""
+    if not url:
+        raise ValueError("no database URL configured")
     parsed = make_url(url)
     if parsed.drivername == "sqlite+aiosqlite":
         parsed = parsed.set(drivername="sqlite")

@@ -8,19 +8,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+from omsync.db import sync_url
+
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def sync_url(url: str | None) -> str:
-    """The synchronous driver URL for an async one (aiosqlite → pysqlite; psycopg serves both)."""
-    if not url:
-        raise ValueError("no database URL configured")
-    parsed = make_url(url)
-    if parsed.drivername == "sqlite+aiosqlite":
-        parsed = parsed.set(drivername="sqlite")
-    elif parsed.drivername in ("postgresql+asyncpg", "postgresql"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
 
 
 def alembic_config(url: str) -> Config:

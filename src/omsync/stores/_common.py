@@ -1,11 +1,14 @@
-"""Helpers shared by the in-process stores (memory, fs): S3-like checks and ETags."""
+"""Helpers shared by the stores: S3-like checks and ETags (memory, fs), and the mapping of
+remote answers to error kinds (s3, azure)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 from omsync.stores.base import Capabilities, ErrorKind, PutOptions, StoreError
 
@@ -92,3 +95,43 @@ def check_storage_class(capabilities: Capabilities, options: PutOptions) -> None
             ErrorKind.INVALID, f"storage class {cls!r} is not offered by this store",
             code="InvalidStorageClass",
         )
+
+
+def kind_for(code_kinds: Mapping[str, ErrorKind], code: str, status: int | None) -> ErrorKind:
+    """The kind of a remote error: by its code when ``code_kinds`` knows it, else by the HTTP
+    status (404 not found, 401/403 permission, 429/503 throttled, 409/412 conflict, 501
+    unsupported, 408 and 5xx transient, other 4xx invalid; no status: transient)."""
+    if code in code_kinds:
+        return code_kinds[code]
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status in (401, 403):
+        return ErrorKind.PERMISSION
+    if status in (429, 503):
+        return ErrorKind.THROTTLED
+    if status in (409, 412):
+        return ErrorKind.CONFLICT
+    if status == 501:
+        return ErrorKind.UNSUPPORTED
+    if status == 408 or (status is not None and status >= 500):
+        return ErrorKind.TRANSIENT
+    if status is not None and 400 <= status < 500:
+        return ErrorKind.INVALID
+    return ErrorKind.TRANSIENT
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds a ``Retry-After`` header (delay or HTTP date; any case of the name) asks for."""
+    value = None
+    if headers is not None:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

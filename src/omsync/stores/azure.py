@@ -53,7 +53,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import email.utils
 import json
 import logging
 import os
@@ -341,42 +340,6 @@ _CODE_KINDS: dict[str, ErrorKind] = {
 }
 
 
-def _kind_for(code: str, status: int | None) -> ErrorKind:
-    if code in _CODE_KINDS:
-        return _CODE_KINDS[code]
-    if status == 404:
-        return ErrorKind.NOT_FOUND
-    if status in (401, 403):
-        return ErrorKind.PERMISSION
-    if status in (429, 503):
-        return ErrorKind.THROTTLED
-    if status in (409, 412):
-        return ErrorKind.CONFLICT
-    if status == 501:
-        return ErrorKind.UNSUPPORTED
-    if status == 408 or (status is not None and status >= 500):
-        return ErrorKind.TRANSIENT
-    if status is not None and 400 <= status < 500:
-        return ErrorKind.INVALID
-    return ErrorKind.TRANSIENT
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = None
-    if headers is not None:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def _error_code(exc: HttpResponseError) -> str | None:
     code = getattr(exc, "error_code", None)
     headers = getattr(exc.response, "headers", None)
@@ -397,11 +360,11 @@ def translate_error(exc: BaseException, operation: str, bucket: str, key: str | 
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         status = exc.status_code
         code = _error_code(exc) or str(status)
-        kind = _kind_for(code, status)
+        kind = _kind(code, status)
         reason = exc.reason or ""
         headers = getattr(exc.response, "headers", None)
         return StoreError(kind, f"{where}: {code} (HTTP {status}) {reason}".rstrip(), code=code,
-                          retry_after=_retry_after(headers))
+                          retry_after=common.retry_after(headers))
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return StoreError(ErrorKind.TRANSIENT, f"{where}: timed out", code="Timeout")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, OSError)):
@@ -943,3 +906,7 @@ __all__ = [
     "parse_credentials",
     "translate_error",
 ]
+
+
+def _kind(code: str, status: int | None) -> ErrorKind:
+    return common.kind_for(_CODE_KINDS, code, status)

@@ -51,6 +51,7 @@ from awscrt import io as crt_io
 from awscrt import s3 as crt_s3
 
 from omsync.domain.model import Credentials
+from omsync.stores import _common as common
 from omsync.stores.base import (
     UNKNOWN_SIZE,
     Capabilities,
@@ -105,41 +106,6 @@ _CODE_KINDS: dict[str, ErrorKind] = {
 }
 
 
-def _kind_for(code: str, status: int | None) -> ErrorKind:
-    if code in _CODE_KINDS:
-        return _CODE_KINDS[code]
-    if status == 404:
-        return ErrorKind.NOT_FOUND
-    if status in (401, 403):
-        return ErrorKind.PERMISSION
-    if status in (429, 503):
-        return ErrorKind.THROTTLED
-    if status in (409, 412):
-        return ErrorKind.CONFLICT
-    if status == 501:
-        return ErrorKind.UNSUPPORTED
-    if status == 408 or (status is not None and status >= 500):
-        return ErrorKind.TRANSIENT
-    if status is not None and 400 <= status < 500:
-        return ErrorKind.INVALID
-    return ErrorKind.TRANSIENT
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class S3ResponseFailure(Exception):
     """An S3 answer that is an error: a non-2xx status, or a 200 whose body is ``<Error>``."""
 
@@ -181,9 +147,9 @@ def translate_error(exc: BaseException, operation: str, bucket: str, key: str | 
         code, message = _error_code(exc.body)
         status = exc.status
         code = code or str(status or "Unknown")
-        kind = _kind_for(code, status)
+        kind = _kind(code, status)
         return StoreError(kind, f"{where}: {code} {message}".rstrip(), code=code,
-                          retry_after=_retry_after(exc.headers))
+                          retry_after=common.retry_after(exc.headers))
     if isinstance(exc, (RequestTimeout, asyncio.TimeoutError, TimeoutError)):
         return StoreError(ErrorKind.TRANSIENT, f"{where}: timed out", code="Timeout")
     if isinstance(exc, crt_exceptions.AwsCrtError):
@@ -1097,3 +1063,7 @@ def _dns_compatible(bucket: str, tls: bool) -> bool:
     if tls and "." in bucket:  # a dotted host does not match the endpoint's wildcard certificate
         return False
     return bool(_DNS_BUCKET.match(bucket)) and ".." not in bucket and not _IP_LIKE.match(bucket)
+
+
+def _kind(code: str, status: int | None) -> ErrorKind:
+    return common.kind_for(_CODE_KINDS, code, status)
