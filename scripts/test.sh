@@ -13,12 +13,14 @@ fi
 # System packages from Debian, installed once and quietly when missing:
 # - postgresql: the ledger tests also run on a private cluster that tests/postgres.py starts
 #   (skipped when OMSYNC_TEST_POSTGRES_URL names a server);
-# - chromium: the dashboard's browser test drives it through Playwright (never `playwright install`).
+# - chromium: the dashboard's browser test drives it through Playwright (never `playwright install`);
+# - npm: installs Azurite, the Azure Storage emulator of the Azure tests (below).
 apt_packages=()
 if [ -z "${OMSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
   apt_packages+=(postgresql)
 fi
 [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+command -v npm >/dev/null || apt_packages+=(npm)
 if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   echo "== installing ${apt_packages[*]} (apt-get)"
   SUDO=()
