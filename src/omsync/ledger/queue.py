@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, literal, select, update
+from sqlalchemy import Connection, and_, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -188,6 +188,22 @@ class _Sql:
         self.retry = self._p(
             "UPDATE ledger SET state = 'pending', lease_owner = NULL, due_at = ?, attempts = ?, reason = ?, "
             "message = ?, updated_at = ? WHERE id = ?"
+        )
+        # Claims: the running tasks with due keys (each EXISTS one probe of ix_ledger_task_due,
+        # whose predicate is spelled out so the index applies), then one task's due keys leased.
+        self.claim_candidates = self._p(
+            "SELECT id, max_concurrency FROM sync_tasks WHERE status = 'SYNCHRONIZING' AND pending_keys > 0 "
+            "AND EXISTS (SELECT 1 FROM ledger WHERE ledger.task_id = sync_tasks.id "
+            "AND ledger.state IN ('pending', 'inflight') AND ledger.due_at <= ?) ORDER BY id"
+        )
+        # SQLite only (BEGIN IMMEDIATE makes the claimer the only writer); PostgreSQL keeps its
+        # SKIP LOCKED statement.
+        self.claim_task = (
+            "UPDATE ledger SET state = 'inflight', lease_owner = ?, due_at = ?, updated_at = ? "
+            "WHERE id IN (SELECT ledger.id FROM ledger JOIN sync_tasks ON sync_tasks.id = ledger.task_id "
+            "WHERE ledger.task_id = ? AND ledger.state IN ('pending', 'inflight') AND ledger.due_at <= ? "
+            "AND sync_tasks.status = 'SYNCHRONIZING' ORDER BY ledger.due_at LIMIT ?) "
+            'RETURNING id, task_id, "key", generation, attempts, pending_since'
         )
 
     def _p(self, sql: str) -> str:
@@ -462,15 +478,7 @@ class Ledger:
         self, conn: Connection, owner: str, limit: int, at: int, lease_ms: int, caps: Mapping[str, int] | None
     ) -> list[Claim]:
         # The tasks table is small and each EXISTS is one probe of ix_ledger_task_due.
-        candidates = conn.execute(
-            select(sync_tasks.c.id, sync_tasks.c.max_concurrency)
-            .where(
-                sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value,
-                sync_tasks.c.pending_keys > 0,
-                exists().where(ledger.c.task_id == sync_tasks.c.id, OPEN_STATES, ledger.c.due_at <= at),
-            )
-            .order_by(sync_tasks.c.id)
-        ).all()
+        candidates = conn.exec_driver_sql(self._sql.claim_candidates, (at,)).all()
         order = [c for c in candidates if not caps or caps.get(c.id, 1) > 0]
         if not order:
             return []
@@ -563,6 +571,9 @@ class Ledger:
         self, conn: Connection, task_id: str, owner: str, limit: int, at: int, lease_ms: int
     ) -> Sequence[Any]:
         """Lease up to ``limit`` due keys of one task, oldest due first."""
+        if not self.db.is_postgres:
+            return conn.exec_driver_sql(
+                self._sql.claim_task, (owner, at + lease_ms, at, task_id, at, limit)).all()
         due = (
             select(ledger.c.id)
             .join(sync_tasks, sync_tasks.c.id == ledger.c.task_id)
