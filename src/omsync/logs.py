@@ -69,9 +69,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # At DEBUG, botocore logs request headers (the access key in Authorization) and aiosqlite
-    # every statement with its parameters: neither belongs in omsync's log.
-    for noisy in ("botocore", "aiobotocore", "urllib3", "aiosqlite"):
+    # At DEBUG, botocore and the Azure SDK log request headers (the account or access key in
+    # Authorization) and aiosqlite every statement with its parameters: none belongs in omsync's log.
+    for noisy in ("botocore", "urllib3", "aiosqlite", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The app logs each request itself, with its request id; uvicorn's access log would repeat
     # it with the query string.

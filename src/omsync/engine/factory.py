@@ -133,7 +133,7 @@ class StoreFactory:
                resolved.quirks or "", credentials.access_key, secret_digest)
         store = self._stores.get(key)
         if store is None:
-            from omsync.stores.s3 import S3Store  # aiobotocore only where S3 is used
+            from omsync.stores.s3 import S3Store  # awscrt only where S3 is used
 
             pool = max(32, min(512, self.settings.workers * (self.settings.part_concurrency + 1)))
             store = InstrumentedStore(

@@ -1,8 +1,8 @@
-"""Object stores: the port (``base``) and its adapters (S3 via aiobotocore, local fs, memory).
+"""Object stores: the port (``base``) and its adapters (S3 via awscrt, Azure Blob, local fs, memory).
 
 Only the composition root and tests pick a concrete store; the engine sees ``ObjectStore``,
 ``Capabilities`` and ``StoreError``. ``S3Store`` is imported lazily so that importing the port
-does not load aiobotocore.
+does not load awscrt.
 """
 
 from typing import TYPE_CHECKING, Any
