@@ -277,21 +277,8 @@ def omsync(server: S3Server, workers: int, **env: str) -> Iterator[Omsync]:
     ``env`` adds ``OMSYNC_*`` settings (names without the prefix). Object lists are written
     every 3600 s so that they do not compete with the measured copies.
     """
-    with tempfile.TemporaryDirectory(prefix="omsync-bench-") as tmp:
-        settings = {
-            "OMSYNC_ENDPOINTS": json.dumps(endpoints_for(server)),
-            "OMSYNC_OBJECT_LIST_INTERVAL_SECONDS": "3600",
-            "OMSYNC_LOG_LEVEL": "WARNING",
-            **{f"OMSYNC_{k.upper()}": v for k, v in env.items()},
-        }
-        process = OmsyncServer(data_dir=Path(tmp) / "data", env=settings, workers=workers).start()
-        running = Omsync(process, process.create_key(PROJECT))
-        try:
-            yield running
-        finally:
-            if process.proc is not None and process.proc.poll() is None:
-                with contextlib.suppress(TimeoutError):
-                    running.stop()
+    with _serve(workers, {"OMSYNC_ENDPOINTS": json.dumps(endpoints_for(server))}, env) as running:
+        yield running
 
 
 @contextlib.contextmanager
@@ -300,12 +287,22 @@ def omsync_api(workers: int = 0, endpoints: dict[str, str] | None = None, **env:
     for benchmarks of the API alone (``workers`` 0: nothing is copied). ``endpoints`` and
     ``env`` as for :func:`omsync`. Tasks are not checked against their buckets at creation
     (there are none)."""
+    fixed = {"OMSYNC_CHECK_BUCKETS_ON_CREATE": "false"}
+    if endpoints:
+        fixed["OMSYNC_ENDPOINTS"] = json.dumps(endpoints)
+    with _serve(workers, fixed, env) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _serve(workers: int, fixed: dict[str, str], env: dict[str, str]) -> Iterator[Omsync]:
+    """``omsync serve`` in a temporary data dir with ``fixed`` settings and ``env`` (names without
+    the prefix); object lists every 3600 s so that they stay out of the measurements."""
     with tempfile.TemporaryDirectory(prefix="omsync-bench-") as tmp:
         settings = {
             "OMSYNC_OBJECT_LIST_INTERVAL_SECONDS": "3600",
             "OMSYNC_LOG_LEVEL": "WARNING",
-            "OMSYNC_CHECK_BUCKETS_ON_CREATE": "false",
-            **({"OMSYNC_ENDPOINTS": json.dumps(endpoints)} if endpoints else {}),
+            **fixed,
             **{f"OMSYNC_{k.upper()}": v for k, v in env.items()},
         }
         process = OmsyncServer(data_dir=Path(tmp) / "data", env=settings, workers=workers).start()

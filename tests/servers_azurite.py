@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import READY_TIMEOUT_SECONDS, free_port
+from tests.servers import READY_TIMEOUT_SECONDS, free_port, log_tail, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ACCOUNT = "devstoreaccount1"
@@ -74,22 +73,11 @@ class AzuriteServer:
         return name
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         """Kill Azurite (its whole process group) and remove its workspace."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_group(self.process, grace=3)
         if self.workdir is not None:
             self.workdir.cleanup()
             self.workdir = None
