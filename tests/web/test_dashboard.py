@@ -23,9 +23,10 @@ from huaweicloudsdkoms.v2 import (
 from sqlalchemy import select
 
 from omsync.domain.keys import encode_key_for_event
+from omsync.domain.stats import LATENCY_BOUNDS_MS
 from omsync.ledger.tables import ledger, sync_tasks
 from omsync.web.charts import build_chart, window
-from omsync.web.data import LATENCY_BOUNDS_MS, histogram_percentile
+from omsync.web.data import histogram_percentile
 from omsync.web.routes import _show_key
 from omsync.web.session import SESSION_COOKIE, SessionSigner
 from tests.omsync_server import OmsyncServer, sdk_client

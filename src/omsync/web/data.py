@@ -14,6 +14,7 @@ from sqlalchemy import case, func, select, update
 
 from omsync.db import Database
 from omsync.domain.model import TaskStatus
+from omsync.domain.stats import LATENCY_BOUNDS_MS, LATENCY_COLUMNS
 from omsync.ledger.queue import FAILED, INFLIGHT, PENDING, now_ms
 from omsync.ledger.tables import ledger, stat_buckets, sync_tasks
 
@@ -30,10 +31,9 @@ TASK_COLUMNS = (
 )
 
 # Event-to-outcome latency histogram, per 5-minute bucket: column ``lat_<i>`` of ``stat_buckets``
-# counts final outcomes whose latency was at most LATENCY_BOUNDS_MS[i] (the last one: above all).
-# The dashboard shows percentiles once the ledger records these columns, and "n/a" before.
-LATENCY_BOUNDS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
-LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+# counts final outcomes whose latency was at most LATENCY_BOUNDS_MS[i] (the last one: above all;
+# both defined in omsync.domain.stats). The dashboard shows percentiles once the ledger records
+# these columns, and "n/a" before.
 
 
 @dataclass(frozen=True)

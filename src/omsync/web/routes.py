@@ -27,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from omsync.domain.model import TaskStatus
-from omsync.domain.stats import month_range
+from omsync.domain.stats import LATENCY_BOUNDS_MS, month_range
 from omsync.humanize import format_bytes
 from omsync.ledger.queue import TaskNotFound, now_ms
 from omsync.ledger.tasks import TaskBusy
@@ -112,7 +112,7 @@ def _duration(ms: int | None) -> str:
 
 def _latency(ms: int) -> str:
     if ms < 0:
-        return f"> {_duration(data.LATENCY_BOUNDS_MS[-1])}"
+        return f"> {_duration(LATENCY_BOUNDS_MS[-1])}"
     return f"≤ {ms} ms" if ms < 1000 else f"≤ {_duration(ms)}"
 
 
