@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,11 +45,11 @@ from common import (
     omsync_api,
     rclone_binary,
     rclone_env,
+    run_rclone_command,
     seaweedfs,
     shown_command,
     table,
     wait_settled,
-    wait_with_peak,
 )
 
 if TYPE_CHECKING:
@@ -100,17 +98,9 @@ def run_rclone(azurite: AzuriteServer, weed: S3Server, container: str, bucket: s
                 "RCLONE_CONFIG_SW_STORAGE_CLASS": "STANDARD"})
     argv = [rclone_binary(), "copy", f"az:{container}/{prefix}", f"sw:{bucket}/{prefix}", "--transfers",
             str(transfers), "--s3-no-check-bucket", "--stats", "0"]
-    with tempfile.TemporaryFile() as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        code, peak = wait_with_peak(proc, timeout)
-        seconds = time.monotonic() - start
-        out.seek(0)
-        output = out.read().decode(errors="replace")
-    if code != 0:
-        raise RuntimeError(f"rclone exited {code}:\n{output[-3000:]}")
+    run = run_rclone_command(argv, env, timeout)
     check(weed, bucket, prefix, sizes)
-    return Result("rclone", prefix.rstrip("/"), len(sizes), sum(sizes.values()), seconds, peak,
+    return Result("rclone", prefix.rstrip("/"), len(sizes), sum(sizes.values()), run.seconds, run.peak_rss_kib,
                   shown_command(argv))
 
 

@@ -385,7 +385,12 @@ def rclone_copy(server: S3Server, src_bucket: str, dst_bucket: str, transfers: i
     src_remote, dst_remote = ("sw", "sw") if server_side else ("swsrc", "swdst")
     argv = [rclone_binary(), "copy", f"{src_remote}:{src_bucket}", f"{dst_remote}:{dst_bucket}",
             "--transfers", str(transfers), "--s3-no-check-bucket", "--stats", "0", *extra]
-    env = rclone_env(server, src_remote, dst_remote)
+    return run_rclone_command(argv, rclone_env(server, src_remote, dst_remote), timeout)
+
+
+def run_rclone_command(argv: list[str], env: dict[str, str], timeout: float) -> RcloneRun:
+    """Run one rclone command, timed from process start to exit, with its peak RSS; raise with
+    the end of its output if it fails."""
     with tempfile.TemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
