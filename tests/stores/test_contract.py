@@ -273,6 +273,43 @@ async def test_listing_is_in_key_order_with_prefix_and_pages(backend: Backend, b
     assert sizes == {key: len(key) for key in keys}
 
 
+async def test_directory_entries_come_in_name_order_where_declared(backend: Backend, bucket: str) -> None:
+    """``lists_directories_in_name_order``: the keys directly inside one directory come in key
+    order, whatever the listing puts between them (subdirectories walked depth-first)."""
+    store = backend.store
+    if store.capabilities.lists_in_key_order or not store.capabilities.lists_directories_in_name_order:
+        pytest.skip("lists in key order, or declares nothing about directories")
+    keys = ["d/a", "d/a-b", "d/a/x", "d/a/y/z", "d/b", "d/b.c", "d/c/deep/y", "d/d", "d-e", "d/中"]
+    for key in keys:
+        await store.put(bucket, key, b"x", PutOptions())
+    for limit in (1000, 3):
+        listed = await list_all(store, bucket, "d/", limit=limit)
+        direct = [key for key in listed if "/" not in key[len("d/"):]]
+        assert direct == sorted(direct) == sorted(k for k in keys if k.startswith("d/") and "/" not in k[2:])
+
+
+async def test_listing_facts_are_true(backend: Backend, bucket: str) -> None:
+    """What one dense listing settles for a batch of keys (engine.prefetch) matches the bucket:
+    a listed key exists with its size, an absent one does not exist; on a store whose listing
+    proves absence past a key, the batch is settled by one listing."""
+    from omsync.engine.prefetch import ABSENT, list_facts
+
+    store = backend.store
+    present = [f"f/{i:03d}" for i in range(0, 120, 2)] + ["f/013/sub", "f/011-x", "f/011/deep/z", "f-other"]
+    for key in present:
+        await store.put(bucket, key, key.encode(), PutOptions())
+    wanted = [f"f/{i:03d}" for i in range(10, 30)] + ["f/011-x"]
+    facts = await list_facts(store, bucket, wanted)
+    for key, fact in facts.known.items():
+        if fact is ABSENT:
+            assert key not in present, key
+        else:
+            assert key in present and fact.size == len(key.encode()), key
+    caps = store.capabilities
+    if caps.lists_in_key_order or caps.lists_directories_in_name_order:
+        assert set(facts.known) == set(wanted), sorted(set(wanted) - set(facts.known))
+
+
 async def test_listing_starts_after_a_key(backend: Backend, bucket: str) -> None:
     store = backend.store
     keys = ["s/a", "s/b", "s/b0", "s/c d", "s/c+d", "s/中", "t"]

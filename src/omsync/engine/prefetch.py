@@ -12,7 +12,10 @@ What a listing settles:
 * a key it lists: size, last-modified, ETag and storage class (no Content-Type, no user
   metadata, no CRC: callers that need those still HEAD);
 * a key it does not list is *absent* only when the listing proves it: the listing of the prefix
-  ran to its end, or (for a store that lists in UTF-8 byte order) it went past the key.
+  ran to its end, or (for a store that lists in UTF-8 byte order) it went past the key. A store
+  that walks directories depth-first, each directory in name order (SeaweedFS), lists the keys
+  directly inside one directory in key order: for a batch of such keys, a listed key of the same
+  directory past the wanted one proves it absent too.
 
 Anything else (listing failed, too sparse, a store listing in another order) is "unknown".
 """
@@ -73,7 +76,15 @@ async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str], *, ab
         return Listing({}, 0)
     ordered = sorted(wanted)
     prefix = common_prefix(ordered)
-    in_order = store.capabilities.lists_in_key_order
+    capabilities = store.capabilities
+    in_order = capabilities.lists_in_key_order
+    # Keys directly inside one directory, on a store listing each directory in name order:
+    # in key order among themselves, whatever the listing puts between them.
+    directory: str | None = None
+    if not in_order and capabilities.lists_directories_in_name_order:
+        candidate = prefix[:prefix.rfind("/") + 1]
+        if all("/" not in key[len(candidate):] for key in ordered):
+            directory, in_order = candidate, True
     # An exhaustive listing of the prefix is the only proof of absence a store listing in
     # another order can give: it may be asked for many more keys than wanted.
     exhaustive = absence and not in_order
@@ -100,7 +111,9 @@ async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str], *, ab
     if complete:
         settled_up_to: str | None = None  # everything under the prefix after start_after was listed
     elif in_order and page.keys:
-        settled_up_to = page.keys[-1].key
+        settled_up_to = _last_in_order(page.keys, directory)
+        if settled_up_to is None:
+            return Listing(known, len(page.keys))
     else:
         return Listing(known, len(page.keys))
     for key in ordered:
@@ -109,3 +122,15 @@ async def list_facts(store: ObjectStore, bucket: str, keys: Sequence[str], *, ab
         if settled_up_to is None or key < settled_up_to:
             known[key] = ABSENT
     return Listing(known, len(page.keys))
+
+
+def _last_in_order(listed: Sequence[ObjectInfo], directory: str | None) -> str | None:
+    """The last listed key up to which the listing ran in key order: the last of the page, or,
+    when only the keys directly inside ``directory`` come in key order, the last of those."""
+    if directory is None:
+        return listed[-1].key
+    start = len(directory)
+    for info in reversed(listed):
+        if info.key.startswith(directory) and "/" not in info.key[start:]:
+            return info.key
+    return None

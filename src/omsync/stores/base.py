@@ -80,6 +80,9 @@ class Capabilities:
     reserved_prefixes: tuple[str, ...] = ()  # key prefixes the store keeps for itself
     keys_are_paths: bool = False         # an object 'a' and an object 'a/b' cannot both exist
     lists_in_key_order: bool = True      # list() pages follow UTF-8 byte order of keys
+    # When not in key order: list() walks directories depth-first with each directory's entries
+    # in name order, so the keys directly inside one directory still come in key order.
+    lists_directories_in_name_order: bool = False
     limitation: str | None = None        # who imposes the key limits above, for error messages
 
     def key_problem(self, key: str, *, multipart: bool = False) -> str | None:
