@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from omsync import metrics
-from omsync.api import errors
+from omsync.api import errors, task_secrets
 from omsync.api.auth import authorize_project
 from omsync.api.errors import OmsError, invalid, not_found
 from omsync.api.guards import INT64_MAX, check_task_buckets, load_json_body
@@ -40,7 +40,7 @@ from omsync.api.schemas import (
     TaskLimitsResponse,
 )
 from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
-from omsync.domain.model import CloudType, ConsistencyCheck, Credentials, TaskLimits, TaskStatus
+from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, Credentials, TaskLimits, TaskStatus
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
 from omsync.ledger.queue import BacklogFull, TaskNotFound
 from omsync.ledger.tasks import TaskBusy, TaskLimitReached, dump_json
@@ -186,13 +186,18 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
             400, errors.INVALID_DESCRIPTION, "The description contains invalid characters.",
             detail="request parameter [description] must not contain < > ( ) \" ' &",
         )
-    for name in ("src_crypto_type", "dst_crypto_type"):
-        if getattr(body, name) == "KMS":
-            raise invalid(name, "KMS encryption is not supported by omsync")
     if body.enable_kms:
-        raise invalid("enable_kms", "KMS encryption is not supported by omsync")
-    if body.source_cdn is not None:
-        raise invalid("source_cdn", "fetching sources through a CDN is not supported by omsync")
+        # OMS's older flag asks for server-side encryption of the copies with KMS, which omsync
+        # does not offer (credentials encrypted for a data key: src_crypto_type/dst_crypto_type).
+        raise invalid("enable_kms", "server-side encryption of the copies with KMS is not supported by omsync")
+    cdn = body.source_cdn
+    sealed = task_secrets.access_key_fields(
+        {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk},
+        {"src": (body.src_crypto_type, body.src_kms_key_id), "dst": (body.dst_crypto_type, body.dst_kms_key_id)})
+    if cdn is not None:
+        sealed += task_secrets.cdn_key_field(cdn.authentication_type, cdn.authentication_key, cdn.crypto_type,
+                                             cdn.kms_key_id, prefix="source_cdn.")
+    secrets = await task_secrets.open_secrets(services, project_id, sealed)
     _check_side(services, "src", body.src_cloud_type, body.src_region, body.src_bucket)
     _check_side(services, "dst", body.dst_cloud_type, body.dst_region, body.dst_bucket)
     check_task_buckets(services.settings, project_id, body.src_cloud_type, body.src_bucket,
@@ -210,15 +215,15 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
         "enable_kms": body.enable_kms,
         "dst_storage_policy": body.dst_storage_policy.value if body.dst_storage_policy else None,
         "app_id": body.app_id,
-        "source_cdn": None,
+        "source_cdn": dump_json({"domain": cdn.domain, "protocol": cdn.protocol,
+                                 "authentication_type": cdn.authentication_type.value}) if cdn else None,
         "options": dump_json({"src_crypto_type": body.src_crypto_type, "dst_crypto_type": body.dst_crypto_type}),
         "consistency_check": body.consistency_check.value,
         "object_overwrite_mode": body.object_overwrite_mode.value,
     }
-    credentials = {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk}
-    await _check_task_buckets(services, fields, credentials)
+    await _check_task_buckets(services, fields, secrets.plain)
     try:
-        task_id = await services.tasks.create(project_id, fields, credentials)
+        task_id = await services.tasks.create(project_id, fields, secrets.stored)
     except TaskLimitReached as exc:
         raise OmsError(
             400, errors.TASK_LIMIT,
@@ -280,15 +285,24 @@ async def start_sync_task(
 ) -> Response:
     """StartSyncTask: STOPPED → SYNCHRONIZING with the credentials given again."""
     body = await parse_body(request, StartSyncTaskReq, allow_empty=True)
-    for name in ("src_crypto_type", "dst_crypto_type", "source_cdn_crypto_type"):
-        if getattr(body, name) == "KMS":
-            raise invalid(name, "KMS encryption is not supported by omsync")
-    credentials = body.model_dump()
+    sealed = task_secrets.access_key_fields(
+        {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk},
+        {"src": (body.src_crypto_type, body.src_kms_key_id), "dst": (body.dst_crypto_type, body.dst_kms_key_id)})
     async with _task_transition(sync_task_id):
         row = await services.tasks.get(project_id, sync_task_id)
+        cdn = json.loads(row["source_cdn"]) if row["source_cdn"] else None
+        kept: dict[str, str] = {}
+        if cdn is not None and body.source_cdn_authentication_key is not None:
+            sealed += task_secrets.cdn_key_field(
+                CdnAuthentication(cdn["authentication_type"]), body.source_cdn_authentication_key,
+                body.source_cdn_crypto_type, body.source_cdn_kms_key_id, prefix="source_cdn_")
+        elif cdn is not None:  # the CDN key is not sent again: the task keeps the one it has
+            stored = await services.tasks.credentials(project_id, sync_task_id)
+            kept = {k: v for k, v in stored.items() if k.startswith("cdn_key")}
+        secrets = await task_secrets.open_secrets(services, project_id, sealed)
         if row["status"] == TaskStatus.STOPPED.value:
-            await _check_task_buckets(services, row, credentials)
-        await services.tasks.start(project_id, sync_task_id, credentials)
+            await _check_task_buckets(services, row, secrets.plain)
+        await services.tasks.start(project_id, sync_task_id, {**kept, **secrets.stored})
     services.work_arrived()
     return Response(status_code=200)
 

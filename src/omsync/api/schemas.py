@@ -6,12 +6,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from omsync.domain.model import CloudType, ConsistencyCheck, OverwriteMode, StoragePolicy
+from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, OverwriteMode, StoragePolicy
 
 Str100 = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 Bucket = Annotated[StrictStr, Field(min_length=1, max_length=1024)]
 CryptoType = Annotated[StrictStr, Field(pattern="^(DEFAULT|KMS)$", max_length=32)]
 KmsKeyId = Annotated[StrictStr, Field(max_length=36)]
+# An access key: 1 to 100 characters in plain text, checked by the routes; a ciphertext (crypto
+# type KMS) is longer than what it encrypts, so the model lets up to 1024 through.
+AccessKey = Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+PLAIN_ACCESS_KEY_MAX = 100
 
 
 class _Request(BaseModel):
@@ -20,22 +24,26 @@ class _Request(BaseModel):
 
 
 class SourceCdnReq(_Request):
-    domain: StrictStr
-    protocol: StrictStr
-    authentication_type: StrictStr | None = None
-    authentication_key: StrictStr | None = None
+    # A host name (or IP address) with an optional port: no scheme, path, user or query.
+    domain: Annotated[StrictStr, Field(min_length=1, max_length=255,
+                                       pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")]
+    protocol: Annotated[StrictStr, Field(pattern="^(http|https)$")]
+    authentication_type: CdnAuthentication = CdnAuthentication.NONE
+    authentication_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    crypto_type: CryptoType | None = None
+    kms_key_id: KmsKeyId | None = None
 
 
 class CreateSyncTaskReq(_Request):
     src_cloud_type: CloudType = CloudType.ALIYUN
     src_region: Str100
     src_bucket: Bucket
-    src_ak: Str100
-    src_sk: Str100
+    src_ak: AccessKey
+    src_sk: AccessKey
     src_crypto_type: CryptoType | None = None
     src_kms_key_id: KmsKeyId | None = None
-    dst_ak: Str100
-    dst_sk: Str100
+    dst_ak: AccessKey
+    dst_sk: AccessKey
     dst_crypto_type: CryptoType | None = None
     dst_kms_key_id: KmsKeyId | None = None
     dst_region: Str100
@@ -58,17 +66,17 @@ class CreateSyncTaskResponse(BaseModel):
 
 
 class StartSyncTaskReq(_Request):
-    src_ak: Str100
-    src_sk: Str100
-    dst_ak: Str100
-    dst_sk: Str100
+    src_ak: AccessKey
+    src_sk: AccessKey
+    dst_ak: AccessKey
+    dst_sk: AccessKey
     src_crypto_type: CryptoType | None = None
     dst_crypto_type: CryptoType | None = None
     source_cdn_crypto_type: CryptoType | None = None
     src_kms_key_id: KmsKeyId | None = None
     dst_kms_key_id: KmsKeyId | None = None
     source_cdn_kms_key_id: KmsKeyId | None = None
-    source_cdn_authentication_key: Annotated[StrictStr, Field(max_length=255)] | None = None
+    source_cdn_authentication_key: Annotated[StrictStr, Field(max_length=1024)] | None = None
 
 
 class SyncObjectReq(_Request):

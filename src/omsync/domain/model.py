@@ -70,6 +70,36 @@ class Credentials:
         return "Credentials(***)"
 
 
+class CdnAuthentication(enum.StrEnum):
+    """``source_cdn.authentication_type``: the CDN's URL-signing scheme (omsync.stores.cdn_signing)."""
+
+    NONE = "NONE"
+    ALIYUN_OSS_A = "ALIYUN_OSS_A"
+    ALIYUN_OSS_B = "ALIYUN_OSS_B"
+    ALIYUN_OSS_C = "ALIYUN_OSS_C"
+    TENCENT_COS_A = "TENCENT_COS_A"
+    TENCENT_COS_B = "TENCENT_COS_B"
+    TENCENT_COS_C = "TENCENT_COS_C"
+    TENCENT_COS_D = "TENCENT_COS_D"
+    QINIU = "QINIU_PRIVATE_AUTHENTICATION"
+    KSYUN = "KSYUN_PRIVATE_AUTHENTICATION"
+    AZURE_SAS = "AZURE_SAS_TOKEN"
+
+
+@dataclass(frozen=True)
+class SourceCdn:
+    """Where a task reads source bytes from instead of the bucket (``source_cdn``); the key is
+    decrypted (never printed)."""
+
+    domain: str
+    protocol: str
+    authentication_type: CdnAuthentication
+    authentication_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SourceCdn({self.protocol}://{self.domain}, {self.authentication_type.value}, key=***)"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What the engine needs to copy a task's keys (credentials decrypted)."""
@@ -88,6 +118,8 @@ class TaskSpec:
     enable_metadata_migration: bool
     dst_storage_policy: StoragePolicy | None
     app_id: str | None = None
+    enable_restore: bool = False  # restore archived source objects first (else: source_archived)
+    source_cdn: SourceCdn | None = None  # read source bytes through this CDN (metadata: the bucket)
 
 
 @dataclass(frozen=True)

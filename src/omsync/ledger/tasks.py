@@ -13,10 +13,12 @@ from sqlalchemy import delete, func, or_, select, update
 
 from omsync.db import Database
 from omsync.domain.model import (
+    CdnAuthentication,
     CloudType,
     ConsistencyCheck,
     Credentials,
     OverwriteMode,
+    SourceCdn,
     StoragePolicy,
     TaskLimits,
     TaskSpec,
@@ -44,6 +46,15 @@ class AccessKey:
 
 
 CREDENTIAL_FIELDS = ("src_ak", "src_sk", "dst_ak", "dst_sk")
+# Stored with them when present: the CDN's authentication key, and for every field sent
+# encrypted for a data key (crypto type KMS) the key's id in ``<field>_kms_key_id`` (the field
+# then holds the ciphertext, decrypted only in spec()).
+OPTIONAL_SECRET_FIELDS = ("cdn_key", *(f"{name}_kms_key_id" for name in (*CREDENTIAL_FIELDS, "cdn_key")))
+
+
+def _sealed(credentials: Mapping[str, str | None]) -> dict[str, str | None]:
+    return {**{k: credentials[k] for k in CREDENTIAL_FIELDS},
+            **{k: credentials[k] for k in OPTIONAL_SECRET_FIELDS if credentials.get(k)}}
 
 
 class TaskRepository:
@@ -72,7 +83,7 @@ class TaskRepository:
             await conn.execute(
                 sync_tasks.insert().values(
                     id=task_id, project_id=project_id, status=TaskStatus.SYNCHRONIZING.value,
-                    credentials_enc=self.box.encrypt_json({k: credentials[k] for k in CREDENTIAL_FIELDS}),
+                    credentials_enc=self.box.encrypt_json(_sealed(credentials)),
                     create_time=at, last_start_time=at, **fields,
                 )
             )
@@ -125,7 +136,7 @@ class TaskRepository:
         Raises :class:`TaskNotFound`, :class:`TaskBusy` when already synchronizing."""
         await self._transition(
             project_id, task_id, TaskStatus.STOPPED, TaskStatus.SYNCHRONIZING,
-            credentials_enc=self.box.encrypt_json({k: credentials[k] for k in CREDENTIAL_FIELDS}),
+            credentials_enc=self.box.encrypt_json(_sealed(credentials)),
             last_start_time=now_ms(),
         )
 
@@ -156,6 +167,11 @@ class TaskRepository:
         if row is None:
             raise TaskNotFound(task_id)
         creds = self.box.decrypt_json(row["credentials_enc"])
+        if any(name.endswith("_kms_key_id") for name in creds):
+            from omsync.ledger.kms_keys import DataKeys
+
+            creds = await DataKeys(self.db, self.box).open(row["project_id"], creds)
+        cdn = json.loads(row["source_cdn"]) if row["source_cdn"] else None
         return TaskSpec(
             task_id=task_id,
             src_cloud_type=CloudType(row["src_cloud_type"]),
@@ -171,7 +187,20 @@ class TaskRepository:
             enable_metadata_migration=bool(row["enable_metadata_migration"]),
             dst_storage_policy=StoragePolicy(row["dst_storage_policy"]) if row["dst_storage_policy"] else None,
             app_id=row["app_id"],
+            enable_restore=bool(row["enable_restore"]),
+            source_cdn=SourceCdn(cdn["domain"], cdn["protocol"], CdnAuthentication(cdn["authentication_type"]),
+                                 creds.get("cdn_key")) if cdn else None,
         )
+
+    async def credentials(self, project_id: str, task_id: str) -> dict[str, Any]:
+        """The task's stored credential mapping as stored (fields sent encrypted for a data key
+        stay ciphertexts). Raises :class:`TaskNotFound`."""
+        async with self.db.read() as conn:
+            value = await conn.scalar(select(sync_tasks.c.credentials_enc).where(
+                sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id))
+        if value is None:
+            raise TaskNotFound(task_id)
+        return self.box.decrypt_json(value)
 
     async def failing_keys(self, task_id: str) -> int:
         """How many keys of the task are failing now (their last attempt ended in FAILURE and
