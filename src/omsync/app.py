@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omsync import __version__, metrics
 from omsync.api import errors
 from omsync.api.errors import OmsError, error_response
+from omsync.api.notifications import router as notifications_router
 from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.config import Settings
@@ -276,6 +277,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(router)
+    app.include_router(notifications_router)
     app.include_router(web_router)
 
     @app.get("/", response_model=ListApiVersionsResponse)

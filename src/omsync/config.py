@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Copy attempts for retryable errors before FAILURE retries_exhausted.")
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    restore_poll_seconds: float = Field(default=60.0, gt=0, description="enable_restore: how long after asking for a restore an archived source object is looked at again; each further look waits twice as long, up to restore_poll_max_seconds.")
+    restore_poll_max_seconds: float = Field(default=3600.0, gt=0, description="Longest wait between two looks at an object being restored.")
+    restore_days: int = Field(default=1, ge=1, le=30, description="Days a restored copy of an archived source object stays readable (RestoreObject Days).")
     server_side_copy: bool = Field(default=True, description="Copy server-side (CopyObject) when both sides of a task resolve to the same endpoint URL with the same credentials; false streams every copy through omsync.")
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
     store_timeout_seconds: float = Field(default=60.0, gt=0)
     check_buckets_on_create: bool = Field(default=True, description="CreateSyncTask and StartSyncTask check, with the given credentials, that the source bucket can be read and the destination bucket reached (one listing of at most one object each) and refuse the task with 400 otherwise; false accepts tasks whose buckets are not reachable yet.")
     check_buckets_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="How long the bucket check of one side may take before the endpoint counts as unreachable.")
+
+    # Native change notifications (see docs/notifications.md)
+    sns_host_pattern: str = Field(default=r"sns\.[a-z0-9-]{1,40}\.amazonaws\.com(\.cn)?", description="Hosts (a regular expression matching the whole host name) an SNS SigningCertURL or SubscribeURL may name; anything else is refused.")
+    sns_allow_http: bool = Field(default=False, description="Also accept http:// SigningCertURL and SubscribeURL (a local test server only; never in production).")
+    delete_poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often workers look for propagated deletes whose grace delay is over.")
 
     dashboard_password: SecretStr | None = Field(
         default=None,

@@ -149,6 +149,17 @@ REFRESH_ERRORS = Counter(
     "omsync_metrics_refresh_errors_total",
     "Scrapes at which the pending-keys gauge could not be read from the database (stale values served).",
     registry=REGISTRY)
+NOTIFICATION_RECORDS = _per_task(Counter(
+    "omsync_notification_records_total",
+    "Records of native change notifications by result: accepted (copied), delete_scheduled, or the reason ignored.",
+    ["task_id", "result"], registry=REGISTRY))
+DELETES = _per_task(Counter(
+    "omsync_deletes_total", "Propagated deletes by outcome: deleted, kept (the source still had the key), failed.",
+    ["task_id", "outcome"], registry=REGISTRY))
+DELETE_BREAKER_OPEN = Gauge(
+    "omsync_delete_breaker_open",
+    "1 while a task's delete propagation is paused by its breaker (until an operator resumes it).",
+    ["task_id"], registry=REGISTRY, multiprocess_mode="max")
 
 
 # -- recording ----------------------------------------------------------------------------------

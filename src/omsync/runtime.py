@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from omsync import metrics
 from omsync.config import Settings
+from omsync.engine.deletes import DeletePropagator
 from omsync.engine.factory import StoreFactory
 from omsync.engine.worker import Engine
 from omsync.services import Services
@@ -26,8 +27,11 @@ class WorkerRuntime:
     engine: Engine
     factory: StoreFactory
     shutdown_seconds: float = 20.0
+    deletes: DeletePropagator | None = None  # delete propagation of native notifications
 
     async def stop(self) -> None:
+        if self.deletes is not None:
+            await self.deletes.stop()
         await self.engine.stop(self.shutdown_seconds)
         await self.factory.close()
 
@@ -41,7 +45,10 @@ async def start_workers(services: Services) -> WorkerRuntime:
     engine = Engine(services.settings, services.db, services.ledger, services.tasks, factory)
     services.listeners.append(engine)
     await engine.start()
-    return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds)
+    deletes = DeletePropagator(services.settings, services.db, services.tasks, factory, engine.owner)
+    await deletes.start()
+    return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds,
+                         deletes=deletes)
 
 
 class _ProcessRuntime:
