@@ -40,9 +40,12 @@ from omsync.engine.factory import addressed
 from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
 from omsync.engine.prefetch import MIN_KEYS, Known, Listing, list_facts
+from omsync.engine.prefixed import with_key_prefix
+from omsync.engine.restore import RestoreHandler, archived_error
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.engine.throttle import Throttles
 from omsync.ledger.queue import Claim, FinishResult, Ledger, TaskNotFound
+from omsync.ledger.restores import Restores
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 
@@ -198,6 +201,7 @@ class Engine:
         self.owner = owner or new_owner_id()
         self.lists = ObjectListWriter(db, tasks, stores) if object_lists else None
         self._finisher = _FinishBatcher(ledger, self.owner)
+        self.restorer = RestoreHandler(settings, Restores(db), self.owner)
         self._wake = asyncio.Event()
         self._inflight: dict[int, Claim] = {}  # row id -> claim, for every key being copied
         self._jobs: dict[asyncio.Task[None], list[Claim]] = {}  # one job per claimed batch of a task
@@ -394,7 +398,7 @@ class Engine:
             return sides
         try:
             source = await self.stores.source(spec)
-            destination = await self.stores.destination(spec)
+            destination = with_key_prefix(await self.stores.destination(spec), spec.dst_key_prefix)
             sides.server_side = self.stores.server_side(spec)
         except StoreError:
             return sides  # each key meets (and reports) the error itself
@@ -445,6 +449,7 @@ class Engine:
 
     async def _process(self, claim: Claim, spec: TaskSpec, sides: _Sides) -> None:
         verdict: Verdict
+        source: ObjectStore | None = None
         try:
             throttle = self.throttles.get(claim.task_id)
             if throttle is not None:
@@ -453,7 +458,7 @@ class Engine:
                 if time.monotonic() - admitting >= RATE_LIMIT_WAIT_SECONDS:
                     metrics.throttled(claim.task_id, "rate_limit")
             source = await self.stores.source(spec)
-            destination = await self.stores.destination(spec)
+            destination = with_key_prefix(await self.stores.destination(spec), spec.dst_key_prefix)
             await self._abort_orphans(claim, destination)
             server_side = sides.server_side if sides.server_side is not None else self.stores.server_side(spec)
             outcome = await self.copier.copy(
@@ -463,7 +468,13 @@ class Engine:
         except StoreError as exc:
             if exc.kind is ErrorKind.THROTTLED:
                 metrics.throttled(claim.task_id, "store")
-            verdict = self.retry.decide(exc, claim.attempts)
+            if source is not None and archived_error(exc):
+                archived = await self._archived(claim, spec, source, exc)
+                if archived is None:
+                    return  # handed back to the ledger until its restore completes: nothing to record
+                verdict = archived
+            else:
+                verdict = self.retry.decide(exc, claim.attempts)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -472,6 +483,14 @@ class Engine:
         else:
             verdict = Final(outcome)
         await self._record(claim, verdict)
+
+    async def _archived(self, claim: Claim, spec: TaskSpec, source: ObjectStore, error: StoreError) -> Verdict | None:
+        """A copy met an archived source object: restore it (``None``: the key waits in the
+        ledger, no attempt counted) or fail it (:mod:`omsync.engine.restore`)."""
+        try:
+            return await self.restorer.handle(claim, spec, source, error)
+        except StoreError as exc:
+            return self.retry.decide(exc, claim.attempts)
 
     async def _abort_orphans(self, claim: Claim, destination: ObjectStore) -> None:
         """Abort the multipart uploads an earlier owner of this key left open (it died before

@@ -64,33 +64,31 @@ class Restores:
         return await self.db.run_read(tx)
 
     async def defer(self, owner: str, row_id: int, task_id: str, key: str, delay_seconds: float,
-                    message: str, *, requested: bool) -> bool:
+                    message: str, *, checks: int) -> bool:
         """Give a leased ledger row back, due after ``delay_seconds``, WITHOUT counting an
-        attempt (the object is being restored, nothing failed), and record one more check of
-        the restore (``requested``: the restore was requested now). Returns False when the
-        lease was lost (nothing changed)."""
+        attempt (the object is being restored: nothing failed), and record the restore:
+        ``checks`` looks at the object since it was requested (0: requested now). Returns False
+        when the lease was lost (nothing changed)."""
         at = now_ms()
+        due = at + int(delay_seconds * 1000)
         raw = key.encode("utf-8")
 
         def tx(conn: Connection) -> bool:
             moved = conn.execute(
                 update(ledger)
                 .where(ledger.c.id == row_id, ledger.c.lease_owner == owner, ledger.c.state == "inflight")
-                .values(state="pending", lease_owner=None, due_at=at + int(delay_seconds * 1000),
-                        reason="restoring", message=message[:2000], updated_at=at)
+                .values(state="pending", lease_owner=None, due_at=due, reason="restoring",
+                        message=message[:2000], updated_at=at)
             ).rowcount
             if not moved:
                 return False
-            found = conn.execute(select(restores.c.checks).where(
-                restores.c.task_id == task_id, restores.c.key == raw)).first()
-            due = at + int(delay_seconds * 1000)
-            if found is None or requested:
-                conn.execute(delete(restores).where(restores.c.task_id == task_id, restores.c.key == raw))
-                conn.execute(restores.insert().values(task_id=task_id, key=raw, requested_at=at, checks=0,
-                                                      next_check_at=due))
-            else:
-                conn.execute(update(restores).where(restores.c.task_id == task_id, restores.c.key == raw)
-                             .values(checks=int(found.checks) + 1, next_check_at=due))
+            where = (restores.c.task_id == task_id, restores.c.key == raw)
+            if checks and conn.execute(update(restores).where(*where)
+                                       .values(checks=checks, next_check_at=due)).rowcount:
+                return True
+            conn.execute(delete(restores).where(*where))
+            conn.execute(restores.insert().values(task_id=task_id, key=raw, requested_at=at, checks=checks,
+                                                  next_check_at=due))
             return True
 
         return bool(await self.db.run_write(tx))

@@ -159,6 +159,9 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata, lower-case names
     crc64ecma: int | None = None          # whole-object CRC-64/XZ when the store exposes it
     storage_class: str | None = None
+    # Restore status of an archived object as the store reports it (S3 ``x-amz-restore``, e.g.
+    # ``ongoing-request="true"``); None: no restore was asked for, or the store says nothing.
+    restore: str | None = None
     # True when the store read this from the stored object (a HEAD) rather than echoing what a
     # write request sent: a write that returns such an answer needs no read-back of its own to
     # be verified. Not part of equality: it says where the facts came from, not what they are.

@@ -721,6 +721,7 @@ class S3Store:
             metadata=metadata,
             crc64ecma=self._crc64(headers),
             storage_class=headers.get("x-amz-storage-class"),
+            restore=headers.get("x-amz-restore"),
             from_head=True,
         )
 
@@ -813,6 +814,29 @@ class S3Store:
         finally:
             if pending is not None:
                 pending.cancel()
+
+    async def restore(self, bucket: str, key: str, days: int = 1, tier: str = "Standard") -> bool:
+        """RestoreObject: ask for a temporary readable copy of an archived object for ``days``.
+        Returns True when a restore was started now, False when one is under way or done
+        already (202 vs 200 / ``RestoreAlreadyInProgress``). A class that needs no restore is
+        ``UNSUPPORTED`` (``InvalidObjectState``)."""
+        self.capabilities.check_key(key)
+        body = (f"<RestoreRequest><Days>{int(days)}</Days><GlacierJobParameters><Tier>{_xml_text(tier)}"
+                "</Tier></GlacierJobParameters></RestoreRequest>").encode()
+        headers = [("Content-Type", "application/xml"), ("Content-MD5", _b64md5(body))]
+        try:
+            response = await self._finish(self._start("RestoreObject", "POST", bucket, key, "restore",
+                                                      headers, body))
+        except S3ResponseFailure as exc:
+            if exc.status == 202:
+                return True  # the CRT takes any answer but 200/204/206 for a failure: 202 is Accepted
+            error = translate_error(exc, "restore", bucket, key)
+            if error.code == "RestoreAlreadyInProgress":
+                return False
+            raise error from exc
+        except Exception as exc:
+            raise translate_error(exc, "restore", bucket, key) from exc
+        return response.status == 202
 
     async def put(self, bucket: str, key: str, data: bytes, options: PutOptions) -> ObjectInfo:
         """PutObject. Sends ``Content-MD5`` (the caller's, or computed here) unless the profile
