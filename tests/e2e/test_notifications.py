@@ -48,7 +48,7 @@ class LocalSns:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.startswith("/cert.pem"):
                     payload = outer.signer.pem
                 else:
