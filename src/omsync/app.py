@@ -21,10 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omsync import __version__, metrics
 from omsync.api import errors
 from omsync.api.errors import OmsError, error_response
+from omsync.api.migration_tasks import router as migration_tasks_router
 from omsync.api.notifications import router as notifications_router
 from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.config import Settings
+from omsync.domain.errors import DomainError
 from omsync.logs import request_id_var
 from omsync.services import Services
 from omsync.web import web_router
@@ -246,6 +248,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = services
 
     app.add_exception_handler(OmsError, errors.oms_error_handler)
+    app.add_exception_handler(DomainError, errors.domain_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_middleware(RequestContext)
@@ -277,6 +280,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(router)
+    app.include_router(migration_tasks_router)
     app.include_router(notifications_router)
     app.include_router(web_router)
 

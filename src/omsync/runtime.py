@@ -12,7 +12,9 @@ from omsync import metrics
 from omsync.config import Settings
 from omsync.engine.deletes import DeletePropagator
 from omsync.engine.factory import StoreFactory
+from omsync.engine.migration import MigrationRunner, stop_quietly
 from omsync.engine.worker import Engine
+from omsync.ledger.migration_tasks import MigrationRepository
 from omsync.services import Services
 from omsync.supervisor import WorkerProcesses, watch_wake_pipe
 
@@ -28,8 +30,10 @@ class WorkerRuntime:
     factory: StoreFactory
     shutdown_seconds: float = 20.0
     deletes: DeletePropagator | None = None  # delete propagation of native notifications
+    migrations: MigrationRunner | None = None  # lists and settles migration tasks
 
     async def stop(self) -> None:
+        await stop_quietly(self.migrations)
         if self.deletes is not None:
             await self.deletes.stop()
         await self.engine.stop(self.shutdown_seconds)
@@ -47,8 +51,12 @@ async def start_workers(services: Services) -> WorkerRuntime:
     await engine.start()
     deletes = DeletePropagator(services.settings, services.db, services.tasks, factory, engine.owner)
     await deletes.start()
+    migrations = MigrationRunner(services.settings, MigrationRepository(services.db, services.box), services.tasks,
+                                 factory, engine.owner, engine.notify)
+    if services.settings.workers > 0:
+        migrations.start()
     return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds,
-                         deletes=deletes)
+                         deletes=deletes, migrations=migrations)
 
 
 class _ProcessRuntime:

@@ -120,6 +120,12 @@ class TaskSpec:
     app_id: str | None = None
     enable_restore: bool = False  # restore archived source objects first (else: source_archived)
     source_cdn: SourceCdn | None = None  # read source bytes through this CDN (metadata: the bucket)
+    # Migration tasks: every destination key is dst_key_prefix + source key (save_prefix);
+    # object lists go under object_list_root (None: oms/sync_task/<task_id>), and failed keys
+    # are listed only when record_failed_objects.
+    dst_key_prefix: str = ""
+    object_list_root: str | None = None
+    record_failed_objects: bool = True
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,11 @@ _STORE_CODE = re.compile(r"(?:^|: )(?:source|destination): \[([A-Za-z0-9_.-]{1,6
 NO_VALUE = "-"
 
 
-def list_key(task_id: str, kind: OutcomeKind, stamp_ms: int) -> str:
-    """Destination key of one object list."""
+def list_key(task_id: str, kind: OutcomeKind, stamp_ms: int, root: str | None = None) -> str:
+    """Destination key of one object list; ``root`` is the task's folder (a migration task's
+    ``oms/task/<name>``), ``oms/sync_task/<task_id>`` by default."""
     name = LIST_NAMES[kind]
-    return f"oms/sync_task/{task_id}/{name}_object_lists/{stamp_ms}.{name}_list.txt"
+    return f"{root or f'oms/sync_task/{task_id}'}/{name}_object_lists/{stamp_ms}.{name}_list.txt"
 
 
 def printable(text: str) -> str:
@@ -170,8 +171,10 @@ class ObjectListWriter:
                 return written
             store = await self.stores.destination(spec)
             for kind, lines in self._group(rows).items():
+                if kind is OutcomeKind.FAILURE and not spec.record_failed_objects:
+                    continue  # a migration task created with enable_failed_object_recording false
                 body = ("\n".join(lines) + "\n").encode("utf-8")
-                await store.put(spec.dst_bucket, list_key(task_id, kind, self._stamp()), body,
+                await store.put(spec.dst_bucket, list_key(task_id, kind, self._stamp(), spec.object_list_root), body,
                                 PutOptions(content_type=CONTENT_TYPE))
             await self._delete([r.id for r in rows])
             written += len(rows)

@@ -12,6 +12,9 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 
 from omsync.db import Database
+from omsync.domain.errors import TaskBusy as TaskBusy  # re-exported: callers import it from here
+from omsync.domain.errors import TaskLimitReached as TaskLimitReached
+from omsync.domain.errors import TaskNotFound
 from omsync.domain.model import (
     CdnAuthentication,
     CloudType,
@@ -24,17 +27,10 @@ from omsync.domain.model import (
     TaskSpec,
     TaskStatus,
 )
-from omsync.ledger.queue import TaskNotFound, now_ms
+from omsync.ledger.migration_tasks import MigrationRepository, is_sync_task
+from omsync.ledger.queue import now_ms
 from omsync.ledger.tables import access_keys, auth_tokens, ledger, sync_tasks
 from omsync.secrets import SecretBox, hash_token
-
-
-class TaskBusy(RuntimeError):
-    """The operation is not allowed in the task's current status."""
-
-
-class TaskLimitReached(RuntimeError):
-    """The project already owns the configured maximum number of tasks."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +72,10 @@ class TaskRepository:
         async with self.db.write() as conn:
             if self.max_tasks_per_project:
                 owned = await conn.scalar(
-                    select(func.count()).select_from(sync_tasks).where(sync_tasks.c.project_id == project_id)
+                    select(func.count()).select_from(sync_tasks).where(sync_tasks.c.project_id == project_id, is_sync_task())
                 )
                 if (owned or 0) >= self.max_tasks_per_project:
-                    raise TaskLimitReached(project_id)
+                    raise TaskLimitReached(project_id, self.max_tasks_per_project)
             await conn.execute(
                 sync_tasks.insert().values(
                     id=task_id, project_id=project_id, status=TaskStatus.SYNCHRONIZING.value,
@@ -94,7 +90,7 @@ class TaskRepository:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(sync_tasks).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                    select(sync_tasks).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
                 )
             ).mappings().first()
         if row is None:
@@ -105,7 +101,7 @@ class TaskRepository:
         self, project_id: str, *, limit: int, offset: int, status: str | None
     ) -> tuple[list[Mapping[str, Any]], int]:
         """One page of the project's tasks, newest first, and the total count matching."""
-        where = [sync_tasks.c.project_id == project_id]
+        where = [sync_tasks.c.project_id == project_id, is_sync_task()]
         if status:
             where.append(sync_tasks.c.status == status)
         async with self.db.read() as conn:
@@ -123,7 +119,7 @@ class TaskRepository:
         :class:`TaskBusy` while SYNCHRONIZING."""
         async with self.db.write() as conn:
             status = await conn.scalar(
-                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
             )
             if status is None:
                 raise TaskNotFound(task_id)
@@ -150,7 +146,7 @@ class TaskRepository:
     ) -> None:
         async with self.db.write() as conn:
             status = await conn.scalar(
-                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
             )
             if status is None:
                 raise TaskNotFound(task_id)
@@ -172,7 +168,7 @@ class TaskRepository:
 
             creds = await DataKeys(self.db, self.box).open(row["project_id"], creds)
         cdn = json.loads(row["source_cdn"]) if row["source_cdn"] else None
-        return TaskSpec(
+        spec = TaskSpec(
             task_id=task_id,
             src_cloud_type=CloudType(row["src_cloud_type"]),
             src_region=row["src_region"],
@@ -191,13 +187,15 @@ class TaskRepository:
             source_cdn=SourceCdn(cdn["domain"], cdn["protocol"], CdnAuthentication(cdn["authentication_type"]),
                                  creds.get("cdn_key")) if cdn else None,
         )
+        # A migration task's engine row: its save_prefix and object-list folder.
+        return await MigrationRepository(self.db, self.box).overlay(spec)
 
     async def credentials(self, project_id: str, task_id: str) -> dict[str, Any]:
         """The task's stored credential mapping as stored (fields sent encrypted for a data key
         stay ciphertexts). Raises :class:`TaskNotFound`."""
         async with self.db.read() as conn:
             value = await conn.scalar(select(sync_tasks.c.credentials_enc).where(
-                sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id))
+                sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task()))
         if value is None:
             raise TaskNotFound(task_id)
         return self.box.decrypt_json(value)
@@ -215,7 +213,7 @@ class TaskRepository:
         """The task's throttles. Raises :class:`TaskNotFound`."""
         async with self.db.read() as conn:
             row = (await conn.execute(
-                select(*_LIMIT_COLUMNS).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                select(*_LIMIT_COLUMNS).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
             )).first()
         if row is None:
             raise TaskNotFound(task_id)
@@ -227,7 +225,7 @@ class TaskRepository:
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(sync_tasks)
-                .where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id)
+                .where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
                 .values(
                     max_concurrency=limits.max_concurrency,
                     max_objects_per_second=limits.max_objects_per_second,
