@@ -6,12 +6,18 @@ APIGW.0301, APIGW.0201); omsync's own conditions use the ``OMSYNC.`` prefix (lis
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from omsync import metrics
+from omsync.domain.errors import BacklogFull, DomainError, TaskBusy, TaskLimitReached, TaskNotFound
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INVALID_PARAMETER = "OMS.0064"
 INVALID_DESCRIPTION = "OMS.0078"
@@ -60,6 +66,40 @@ def not_found(task_id: str, *, status: int = 404) -> OmsError:
     return OmsError(status, NOT_FOUND, f"sync task {task_id} not found")
 
 
+_NOT_FOUND_STATUS = "_oms_not_found_status"
+
+
+def unknown_task_is_400(endpoint: F) -> F:
+    """Mark a route whose OMS page lists only 400 and 403 (StartSyncTask, StopSyncTask,
+    DeleteSyncTask): an unknown task is answered 400 OMS.1009 there, 404 everywhere else."""
+    setattr(endpoint, _NOT_FOUND_STATUS, 400)
+    return endpoint
+
+
+def domain_error(request: Request, exc: DomainError) -> OmsError:
+    """The OMS error for a refusal of the domain: the one place the API maps them.
+
+    - :class:`TaskNotFound`: OMS.1009, 404 (400 on routes marked :func:`unknown_task_is_400`);
+    - :class:`TaskBusy`: 400 OMSYNC.0409 with the refusal's reason;
+    - :class:`TaskLimitReached`: 400 OMSYNC.0410;
+    - :class:`BacklogFull`: 503 OMSYNC.0503 with ``Retry-After`` (counted as a backlog throttle).
+    """
+    if isinstance(exc, TaskNotFound):
+        route = request.scope.get("route")
+        status = getattr(getattr(route, "endpoint", None), _NOT_FOUND_STATUS, 404)
+        return not_found(exc.task_id, status=status)
+    if isinstance(exc, TaskBusy):
+        return OmsError(400, STATE_CONFLICT, str(exc))
+    if isinstance(exc, TaskLimitReached):
+        return OmsError(400, TASK_LIMIT, f"The project already owns {exc.limit} sync tasks.")
+    if isinstance(exc, BacklogFull):
+        if exc.task_id:
+            metrics.throttled(exc.task_id, "backlog")
+        return OmsError(503, BACKLOG_FULL, f"The task has {exc.pending} keys pending; retry later.",
+                        headers={"Retry-After": str(exc.retry_after)})
+    return OmsError(500, INTERNAL, "Internal error.")
+
+
 def error_response(request: Request, error: OmsError) -> JSONResponse:
     body: dict[str, Any] = {"error_code": error.code, "error_msg": error.message}
     if error.detail is not None:
@@ -78,6 +118,11 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 async def oms_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OmsError)
     return error_response(request, exc)
+
+
+async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(request, domain_error(request, exc))
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -2,14 +2,15 @@
 re-drive, per-task limits.
 
 Every handler authenticates first, then validates: an unauthenticated caller learns nothing
-about the request it sent.
+about the request it sent. Refusals of the domain (unknown task, status conflict, task cap,
+full backlog) propagate from the repositories and are answered in one place,
+:func:`omsync.api.errors.domain_error`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from omsync import metrics
 from omsync.api import errors, task_secrets
 from omsync.api.auth import authorize_project
-from omsync.api.errors import OmsError, invalid, not_found
+from omsync.api.errors import OmsError, invalid, unknown_task_is_400
 from omsync.api.guards import INT64_MAX, check_task_buckets, load_json_body
 from omsync.api.preflight import check_buckets
 from omsync.api.schemas import (
@@ -42,8 +43,7 @@ from omsync.api.schemas import (
 from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
 from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, Credentials, TaskLimits, TaskStatus
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
-from omsync.ledger.queue import BacklogFull, TaskNotFound
-from omsync.ledger.tasks import TaskBusy, TaskLimitReached, dump_json
+from omsync.ledger.tasks import dump_json
 from omsync.services import Services
 from omsync.stores.profiles import EndpointError, resolve_endpoint
 
@@ -134,26 +134,6 @@ def _check_side(services: Services, side: str, cloud: CloudType, region: str, bu
         raise invalid(f"{side}_region", str(exc)) from exc
 
 
-async def _task(services: Services, project_id: str, task_id: str) -> Mapping[str, Any]:
-    try:
-        return await services.tasks.get(project_id, task_id)
-    except TaskNotFound as exc:
-        raise not_found(task_id) from exc
-
-
-@contextlib.asynccontextmanager
-async def _task_transition(task_id: str) -> AsyncIterator[None]:
-    """Map a lifecycle change's refusals (Start, Stop, Delete) to the statuses the OMS pages
-    list for those operations (400, 403): unknown task → 400 OMS.1009, wrong status → 400
-    OMSYNC.0409."""
-    try:
-        yield
-    except TaskNotFound as exc:
-        raise not_found(task_id, status=400) from exc
-    except TaskBusy as exc:
-        raise OmsError(400, errors.STATE_CONFLICT, str(exc)) from exc
-
-
 async def _check_task_buckets(services: Services, row: Mapping[str, Any], credentials: Mapping[str, str]) -> None:
     """Refuse (400 naming the side) a task whose source bucket cannot be read or destination
     bucket reached with ``credentials``, unless ``check_buckets_on_create`` is off."""
@@ -222,13 +202,7 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
         "object_overwrite_mode": body.object_overwrite_mode.value,
     }
     await _check_task_buckets(services, fields, secrets.plain)
-    try:
-        task_id = await services.tasks.create(project_id, fields, secrets.stored)
-    except TaskLimitReached as exc:
-        raise OmsError(
-            400, errors.TASK_LIMIT,
-            f"The project already owns {services.settings.max_tasks_per_project} sync tasks.",
-        ) from exc
+    task_id = await services.tasks.create(project_id, fields, secrets.stored)
     return {"sync_task_id": task_id}
 
 
@@ -254,7 +228,7 @@ async def show_sync_task(
 ) -> dict[str, Any]:
     """ShowSyncTask: the task and the counters of the calendar month (UTC) of ``query_time``."""
     at = _epoch_ms("query_time", query_time)
-    row = await _task(services, project_id, sync_task_id)
+    row = await services.tasks.get(project_id, sync_task_id)
     try:
         start, end = month_range(at)
     except StatsRangeError as exc:
@@ -271,15 +245,16 @@ async def show_sync_task(
 
 
 @router.delete("/{sync_task_id}")
+@unknown_task_is_400
 async def delete_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
     """DeleteSyncTask: only a STOPPED task; removes its ledger and statistics."""
-    async with _task_transition(sync_task_id):
-        await services.tasks.delete(project_id, sync_task_id)
+    await services.tasks.delete(project_id, sync_task_id)
     metrics.forget_task(sync_task_id)
     return Response(status_code=200)
 
 
 @router.post("/{sync_task_id}/start", openapi_extra=_body_schema(StartSyncTaskReq))
+@unknown_task_is_400
 async def start_sync_task(
     request: Request, project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId
 ) -> Response:
@@ -288,30 +263,29 @@ async def start_sync_task(
     sealed = task_secrets.access_key_fields(
         {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk},
         {"src": (body.src_crypto_type, body.src_kms_key_id), "dst": (body.dst_crypto_type, body.dst_kms_key_id)})
-    async with _task_transition(sync_task_id):
-        row = await services.tasks.get(project_id, sync_task_id)
-        cdn = json.loads(row["source_cdn"]) if row["source_cdn"] else None
-        kept: dict[str, str] = {}
-        if cdn is not None and body.source_cdn_authentication_key is not None:
-            sealed += task_secrets.cdn_key_field(
-                CdnAuthentication(cdn["authentication_type"]), body.source_cdn_authentication_key,
-                body.source_cdn_crypto_type, body.source_cdn_kms_key_id, prefix="source_cdn_")
-        elif cdn is not None:  # the CDN key is not sent again: the task keeps the one it has
-            stored = await services.tasks.credentials(project_id, sync_task_id)
-            kept = {k: v for k, v in stored.items() if k.startswith("cdn_key")}
-        secrets = await task_secrets.open_secrets(services, project_id, sealed)
-        if row["status"] == TaskStatus.STOPPED.value:
-            await _check_task_buckets(services, row, secrets.plain)
-        await services.tasks.start(project_id, sync_task_id, {**kept, **secrets.stored})
+    row = await services.tasks.get(project_id, sync_task_id)
+    cdn = json.loads(row["source_cdn"]) if row["source_cdn"] else None
+    kept: dict[str, str] = {}
+    if cdn is not None and body.source_cdn_authentication_key is not None:
+        sealed += task_secrets.cdn_key_field(
+            CdnAuthentication(cdn["authentication_type"]), body.source_cdn_authentication_key,
+            body.source_cdn_crypto_type, body.source_cdn_kms_key_id, prefix="source_cdn_")
+    elif cdn is not None:  # the CDN key is not sent again: the task keeps the one it has
+        stored = await services.tasks.credentials(project_id, sync_task_id)
+        kept = {k: v for k, v in stored.items() if k.startswith("cdn_key")}
+    secrets = await task_secrets.open_secrets(services, project_id, sealed)
+    if row["status"] == TaskStatus.STOPPED.value:
+        await _check_task_buckets(services, row, secrets.plain)
+    await services.tasks.start(project_id, sync_task_id, {**kept, **secrets.stored})
     services.work_arrived()
     return Response(status_code=200)
 
 
 @router.post("/{sync_task_id}/stop")
+@unknown_task_is_400
 async def stop_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
     """StopSyncTask: SYNCHRONIZING → STOPPED; pending keys wait in the ledger until started."""
-    async with _task_transition(sync_task_id):
-        await services.tasks.stop(project_id, sync_task_id)
+    await services.tasks.stop(project_id, sync_task_id)
     return Response(status_code=200)
 
 
@@ -338,7 +312,7 @@ async def list_sync_task_statistic(
         granularity = choose_granularity(start, end)
     except StatsRangeError as exc:
         raise invalid("start_time", str(exc)) from exc
-    await _task(services, project_id, sync_task_id)
+    await services.tasks.get(project_id, sync_task_id)
     datas = []
     for name in dict.fromkeys(types):
         rows = await services.ledger.buckets(sync_task_id, start, end, name.lower())
@@ -385,16 +359,7 @@ async def create_sync_events(
                 sent = [None] * len(body.object_keys)
             sent[index] = raw
         keys.append(key)
-    try:
-        await services.ledger.accept(sync_task_id, keys, project_id=project_id, raw_keys=sent)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
-    except BacklogFull as exc:
-        metrics.throttled(sync_task_id, "backlog")
-        raise OmsError(
-            503, errors.BACKLOG_FULL, f"The task has {exc.pending} keys pending; retry later.",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from exc
+    await services.ledger.accept(sync_task_id, keys, project_id=project_id, raw_keys=sent)
     metrics.event_accepted(sync_task_id, len(keys))
     services.work_arrived()
     return Response(status_code=200)
@@ -414,7 +379,7 @@ async def list_failed_objects(
     """Keys failing now with their reasons, paginated by ``marker`` (the ``next_marker``
     returned); ``count`` is how many keys are failing now in all (not the month's FAILURE
     counter, which also counts failures a later retry fixed)."""
-    await _task(services, project_id, sync_task_id)
+    await services.tasks.get(project_id, sync_task_id)
     rows = await services.ledger.failed_keys(sync_task_id, limit=limit, after_id=marker)
     return {
         "objects": [FailedObject(**{k: v for k, v in r.items() if k != "id"}) for r in rows],
@@ -430,11 +395,8 @@ async def retry_failed_objects(
 ) -> dict[str, int]:
     """Re-drive failed keys (all, or those named, decoded keys as stored); each counts as a new REQUEST."""
     body = await parse_body(request, RetryFailedReq, allow_empty=True)
-    await _task(services, project_id, sync_task_id)
-    try:
-        count = await services.redrive(sync_task_id, body.object_keys)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    await services.tasks.get(project_id, sync_task_id)
+    count = await services.redrive(sync_task_id, body.object_keys)
     return {"retried": count}
 
 
@@ -453,10 +415,7 @@ def _limits_body(task_id: str, limits: TaskLimits) -> dict[str, Any]:
 @router.get("/{sync_task_id}/limits", response_model=TaskLimitsResponse)
 async def show_task_limits(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
     """The task's limits; null is unlimited."""
-    try:
-        limits = await services.tasks.limits(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    limits = await services.tasks.limits(project_id, sync_task_id)
     return _limits_body(sync_task_id, limits)
 
 
@@ -473,10 +432,7 @@ async def update_task_limits(
         max_objects_per_second=body.max_objects_per_second,
         max_bytes_per_second=body.max_bytes_per_second,
     )
-    try:
-        await services.tasks.set_limits(project_id, sync_task_id, limits)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    await services.tasks.set_limits(project_id, sync_task_id, limits)
     services.work_arrived()  # a raised or lifted limit may free work at once
     return _limits_body(sync_task_id, limits)
 

@@ -28,6 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omsync.db import Database
+from omsync.domain.errors import BacklogFull as BacklogFull  # re-exported: callers import them from here
+from omsync.domain.errors import TaskNotFound as TaskNotFound
 from omsync.domain.model import Outcome, OutcomeKind, TaskStatus
 from omsync.domain.stats import LATENCY_COLUMNS, bucket_start, latency_column
 from omsync.ledger.tables import ledger, open_uploads, stat_buckets, sync_tasks
@@ -47,19 +49,6 @@ ADVISORY_CLAIM_CLASS = 0x6F6D73  # "oms"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class TaskNotFound(LookupError):
-    """The task does not exist (or belongs to another project)."""
-
-
-class BacklogFull(RuntimeError):
-    """The task's pending backlog is at its configured bound; retry after ``retry_after`` s."""
-
-    def __init__(self, pending: int, retry_after: int) -> None:
-        super().__init__(f"{pending} keys pending")
-        self.pending = pending
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -425,7 +414,7 @@ class Ledger:
             for index in admitted:
                 item = batch[index]
                 if pending >= self.max_pending_per_task:
-                    results[index] = BacklogFull(pending, retry_after=5)
+                    results[index] = BacklogFull(pending, retry_after=5, task_id=task_id)
                     continue
                 newly = 0
                 for key in item.occurrences:
