@@ -471,3 +471,30 @@ class OmsyncClient:
         return TaskLimitsResponse.model_validate(
             self.request("PUT", self._task_path(task_id, "/limits"), json_body=body)
         )
+
+    # -- native notifications (omsync extension) --------------------------------------------------
+
+    def webhook(self, task_id: str, *, create: bool = False) -> dict[str, Any]:
+        """The task's webhook: whether a secret exists, or with ``create`` a new secret (the
+        old one stops working) and the full URL, shown this once."""
+        answer: dict[str, Any] = self.request("POST" if create else "GET", self._task_path(task_id, "/webhook"))
+        return answer
+
+    def deletes(self, task_id: str) -> dict[str, Any]:
+        """The task's delete propagation: settings, pending deletes, breaker, counters."""
+        answer: dict[str, Any] = self.request("GET", self._task_path(task_id, "/deletes"))
+        return answer
+
+    def set_deletes(self, task_id: str, *, enabled: bool, grace_seconds: float,
+                    max_per_minute: int) -> dict[str, Any]:
+        """Turn delete propagation on or off with its grace delay and breaker limit."""
+        body = {"propagate_deletes": enabled, "delete_grace_seconds": grace_seconds,
+                "max_deletes_per_minute": max_per_minute}
+        answer: dict[str, Any] = self.request("PUT", self._task_path(task_id, "/deletes"), json_body=body)
+        return answer
+
+    def resume_deletes(self, task_id: str, *, discard: bool = False) -> dict[str, Any]:
+        """Close the task's delete breaker (``discard``: drop the deletes that waited)."""
+        answer: dict[str, Any] = self.request("POST", self._task_path(task_id, "/deletes/resume"),
+                                              json_body={"discard": discard})
+        return answer
