@@ -19,7 +19,7 @@ import hashlib
 import logging
 
 from omsync.config import Settings
-from omsync.domain.model import CloudType, Credentials, TaskSpec
+from omsync.domain.model import CloudType, Credentials, SourceCdn, TaskSpec
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 from omsync.stores.fs import FsStore
 from omsync.stores.instrumented import InstrumentedStore
@@ -64,11 +64,25 @@ class StoreFactory:
         self._sides: dict[_SideKey, ObjectStore] = {}
         self._identities: dict[_SideKey, tuple[str, ...]] = {}
         self._fs: ObjectStore | None = None
+        self._cdn: dict[tuple[int, SourceCdn], ObjectStore] = {}
 
     async def source(self, spec: TaskSpec) -> ObjectStore:
         """The source side's store. Raises ``StoreError(INVALID, code="invalid_endpoint")`` when
         the cloud type / region cannot be resolved (not retryable)."""
-        return self.store(spec.src_cloud_type, spec.src_region, spec.src, side="src")
+        store = self.store(spec.src_cloud_type, spec.src_region, spec.src, side="src")
+        if spec.source_cdn is not None:
+            return self._through_cdn(store, spec.source_cdn)
+        return store
+
+    def _through_cdn(self, store: ObjectStore, cdn: SourceCdn) -> ObjectStore:
+        """The source store whose bytes come from ``cdn`` (one per bucket store and CDN)."""
+        key = (id(store), cdn)
+        known = self._cdn.get(key)
+        if known is None:
+            from omsync.stores.cdn import CdnSourceStore
+
+            known = self._cdn[key] = CdnSourceStore(store, cdn, timeout=self.settings.store_timeout_seconds)
+        return known
 
     async def destination(self, spec: TaskSpec) -> ObjectStore:
         """The destination side's store (see :meth:`source`)."""
@@ -78,7 +92,10 @@ class StoreFactory:
         """Whether the destination store can copy from the source bucket itself: both sides
         resolve to the same endpoint URL with the same credentials (and the
         ``server_side_copy`` setting allows it), or both are local.
-        Raises ``StoreError`` like :meth:`source` when a side cannot be resolved."""
+        Raises ``StoreError`` like :meth:`source` when a side cannot be resolved. A source read
+        through a CDN (``source_cdn``) is never copied server-side."""
+        if spec.source_cdn is not None:
+            return False
         src = self._identity(spec.src_cloud_type, spec.src_region, spec.src, "src")
         dst = self._identity(spec.dst_cloud_type, spec.dst_region, spec.dst, "dst")
         return src == dst and (self.settings.server_side_copy or src == ("local",))
@@ -145,7 +162,8 @@ class StoreFactory:
 
     async def close(self) -> None:
         """Close every store built here (S3 clients close when their last user lets go)."""
-        stores = list(self._stores.values())
+        stores = [*self._cdn.values(), *self._stores.values()]
+        self._cdn.clear()
         self._stores.clear()
         self._sides.clear()
         if self._fs is not None:
