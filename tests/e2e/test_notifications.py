@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -395,6 +396,14 @@ def test_delete_storm_trips_the_breaker_until_resumed(moto_s3: S3Server, sync: S
     scraped = httpx.get(sync.server.url + "/metrics").text
     assert f'omsync_delete_breaker_open{{task_id="{task_id}"}} 1.0' in scraped
     assert "delete breaker tripped for task " + task_id in sync.server.log()
+    with httpx.Client(base_url=sync.server.url, follow_redirects=True) as browser:
+        form = browser.get("/ui/login").text
+        token = re.search(r'name="login_token" value="([^"]+)"', form)
+        assert token is not None
+        browser.post("/ui/login", data={"login_token": token.group(1), "access_key": sync.key["access_key"],
+                                        "secret_key": sync.key["secret_key"]})
+        page = browser.get(f"/ui/tasks/{task_id}")
+        assert page.status_code == 200 and 'id="delete-breaker"' in page.text and "paused" in page.text
     resumed = api(sync, "POST", f"/{task_id}/deletes/resume", {})
     assert resumed.status_code == 200 and resumed.json()["breaker_tripped"] is False
     wait_for(lambda: destination_keys(moto_s3, dst) == {}, what="the resumed deletes")

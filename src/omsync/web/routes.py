@@ -26,11 +26,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from omsync.domain.errors import TaskBusy, TaskNotFound
 from omsync.domain.model import TaskStatus
 from omsync.domain.stats import LATENCY_BOUNDS_MS, month_range
 from omsync.humanize import format_bytes
-from omsync.ledger.queue import TaskNotFound, now_ms
-from omsync.ledger.tasks import TaskBusy
+from omsync.ledger import views
+from omsync.ledger.notifications import NotificationLedger, counts_view
+from omsync.ledger.queue import now_ms
 from omsync.secrets import SecretError
 from omsync.services import Services
 from omsync.web import charts, data, revocation
@@ -389,10 +391,10 @@ async def task_list(request: Request) -> Response:
     if status not in (TaskStatus.SYNCHRONIZING.value, TaskStatus.STOPPED.value):
         status = None
     page = _int_param(request, "page", 1, 1, 10_000)
-    rows, total = await data.list_tasks(services.db, session.project_id, status=status, limit=_PAGE_SIZE,
+    rows, total = await views.list_tasks(services.db, session.project_id, status=status, limit=_PAGE_SIZE,
                                         offset=(page - 1) * _PAGE_SIZE)
     month_start, month_end = month_range(now_ms())
-    monthly = await data.totals_by_task(services.db, [r["id"] for r in rows], month_start, month_end)
+    monthly = await views.totals_by_task(services.db, [r["id"] for r in rows], month_start, month_end)
     pages = max(1, -(-total // _PAGE_SIZE))
     return _render("tasks.html", session=session, tasks=rows, monthly=monthly, total=total, page=page,
                    pages=pages, status_filter=status, month_start=month_start)
@@ -428,7 +430,7 @@ async def task_page(request: Request, task_id: str) -> Response:
     if session is None:
         return _to_login()
     services = _services(request)
-    task = await data.load_task(services.db, task_id, session.project_id) if len(task_id) <= _MAX_TASK_ID else None
+    task = await views.load_task(services.db, task_id, session.project_id) if len(task_id) <= _MAX_TASK_ID else None
     if task is None:
         return _not_found(session)
     hours = _int_param(request, "hours", 6, 1, 24)
@@ -441,10 +443,11 @@ async def task_page(request: Request, task_id: str) -> Response:
         drawn.append(charts.build_chart(series, title, points, first, end, as_bytes=column == "size"))
     month_start, month_end = month_range(now)
     monthly = await services.ledger.totals(task_id, month_start, month_end)
-    backlog = await data.backlog(services.db, task_id)
+    backlog = await views.backlog(services.db, task_id)
     failed = await services.ledger.failed_keys(task_id, limit=_FAILED_PAGE, after_id=after)
-    failed_total = await data.failed_count(services.db, task_id)
+    failed_total = await views.failed_count(services.db, task_id)
     latency = await data.latency_percentiles(services.db, task_id, first, end)
+    deletes = counts_view(await NotificationLedger(services.db).delete_state(None, task_id))
     secrets = await _task_secrets(services, task_id)
     redact = _redactor(secrets) if secrets is not None else (lambda _text: "(hidden)")
     failures = [{**item, "message": redact(item["message"])} for item in failed]
@@ -456,7 +459,7 @@ async def task_page(request: Request, task_id: str) -> Response:
         "task.html", session=session, task=task, charts=drawn, hours=hours, monthly=monthly, backlog=backlog,
         failures=failures, failed_total=failed_total, after=after, now=now,
         next_after=failed[-1]["id"] if len(failed) == _FAILED_PAGE else None,
-        latency=latency, notice=notice, window_start=first,
+        latency=latency, notice=notice, window_start=first, deletes=deletes,
         can_stop=task["status"] == TaskStatus.SYNCHRONIZING.value,
     )
 
@@ -467,7 +470,7 @@ async def _post_target(request: Request, task_id: str) -> tuple[Mapping[str, Any
         return None, {}, refused
     assert session is not None and form is not None
     services = _services(request)
-    task = await data.load_task(services.db, task_id, session.project_id) if len(task_id) <= _MAX_TASK_ID else None
+    task = await views.load_task(services.db, task_id, session.project_id) if len(task_id) <= _MAX_TASK_ID else None
     if task is None:
         return None, {}, _not_found(session)
     return task, form, None
@@ -483,7 +486,7 @@ async def retry(request: Request, task_id: str) -> Response:
     count = 0
     row = form.get("row", "")
     if row.isascii() and row.isdigit() and len(row) < 19:
-        key = await data.failed_key_of_row(services.db, task_id, int(row))
+        key = await views.failed_key_of_row(services.db, task_id, int(row))
         if key is not None:
             count = await services.redrive(task_id, [key])
     elif form.get("all") == "1":
@@ -513,7 +516,9 @@ async def start(request: Request, task_id: str) -> Response:
         return refused
     assert task is not None
     services = _services(request)
-    if not await data.resume_task(services.db, task_id, task["project_id"]):
+    try:
+        await services.tasks.resume(task["project_id"], task_id)
+    except (TaskBusy, TaskNotFound):
         return _redirect(_task_url(task_id, msg="conflict"))
     services.work_arrived()
     return _redirect(_task_url(task_id, msg="started"))
