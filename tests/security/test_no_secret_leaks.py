@@ -1,10 +1,12 @@
 """No configured secret ever leaves omsync: a full run, then every output is searched for them.
 
-A real ``omsync serve`` with workers (DEBUG, JSON logs) syncs three tasks into moto buckets,
+A real ``omsync serve`` with workers (DEBUG, JSON logs) syncs five tasks into moto buckets,
 with failures: S3 to S3 created through the SDK, S3 to S3 created through the operator CLI,
-and a local directory to S3. Then the API, the CLI, the dashboard and ``/metrics`` are used,
+a local directory to S3, and two tasks reading their source through a test CDN (one with its
+access keys sent encrypted for an omsync data key, one with its CDN key sent so). Then the API, the CLI, the dashboard and ``/metrics`` are used,
 including failed logins and refused requests that carry wrong secrets. The secrets searched
-for: every task's access and secret keys, the project's API secret key, the dashboard
+for: every task's access and secret keys (in plain text also those sent encrypted), the CDN
+keys, the project's API secret key, the dashboard
 password, the metrics token, the master key, and the wrong secrets sent. The places searched:
 the server log, every CLI output, every page, every API response (headers included), the
 object lists written to the destination buckets and the raw bytes of the database files. Each
@@ -14,6 +16,7 @@ place also has a positive check (something that must be there), so an empty sear
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +33,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from omsync.domain.keys import encode_key_for_event
+from tests.cdn_server import CdnServer
 from tests.omsync_server import OmsyncServer
 from tests.rawhttp import signed_request
 from tests.servers import S3Server
@@ -44,6 +48,12 @@ CLI_TASK = {"src_ak": "CLISRCAK-a1s4d7", "src_sk": "CLISRCSK-f2g5h8j3", "dst_ak"
             "dst_sk": "CLIDSTSK-z0x7c4v1"}
 FS_TASK = {"src_ak": "FSSRCAK-b8n5m2", "src_sk": "FSSRCSK-q1w4e7r0", "dst_ak": "FSDSTAK-t3y6u9",
            "dst_sk": "FSDSTSK-i2o5p8a1"}
+# Sent encrypted for an omsync data key (crypto type KMS), with a CDN source whose key is plain.
+KMS_TASK = {"src_ak": "KMSSRCAK-r5t8y1", "src_sk": "KMSSRCSK-u4i7o0p3", "dst_ak": "KMSDSTAK-a2s5d8",
+            "dst_sk": "KMSDSTSK-f1g4h7j0"}
+CDN_KEY = "CDNKEY-l3k6j9h2"
+# A CDN source whose key is sent encrypted.
+CDN_KMS_KEY = "CDNKMSKEY-z8x5c2v7"
 DASHBOARD_PASSWORD = "DASHPASS-h7j4k1l8"
 METRICS_TOKEN = "METRICSTOKEN-g3f6d9s2"
 WRONG_SECRETS = {"wrong API secret key": "WRONGAPISK-m5n2b8v4", "wrong dashboard password": "WRONGPASS-c6x3z9l2"}
@@ -102,14 +112,15 @@ class Run:
                               sk=sk or self.api_key["secret_key"], project_id=PROJECT, query=query,
                               body=json.dumps(body).encode() if body is not None else b"")
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, env: dict[str, str] | None = None,
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("OMSYNC_")}
         full = {**base, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / ".config"),
                 "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", **self.server.env,
                 "OMSYNC_ENDPOINT": self.server.url, "OMSYNC_AK": self.api_key["access_key"],
                 "OMSYNC_SK": self.api_key["secret_key"], "OMSYNC_PROJECT_ID": PROJECT, **(env or {})}
         return subprocess.run([sys.executable, "-m", "omsync", *args], capture_output=True, text=True,
-                              env=full, timeout=60, check=False)
+                              env=full, timeout=60, check=False, input=input_text)
 
 
 @pytest.fixture()
@@ -190,12 +201,20 @@ def refused_login(run: Run, outputs: Outputs, who: str, form: dict[str, str]) ->
 
 
 def test_a_full_run_leaks_no_secret(moto_s3: S3Server, run: Run, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        full_run(moto_s3, run, tmp_path, stack)
+
+
+def full_run(moto_s3: S3Server, run: Run, tmp_path: Path, stack: contextlib.ExitStack) -> None:
     server = run.server
     outputs = Outputs()
     secrets = {
         **{f"SDK task {k}": v for k, v in SDK_TASK.items()},
         **{f"CLI task {k}": v for k, v in CLI_TASK.items()},
         **{f"local task {k}": v for k, v in FS_TASK.items()},
+        **{f"KMS task {k}": v for k, v in KMS_TASK.items()},
+        "CDN key": CDN_KEY,
+        "CDN key sent encrypted": CDN_KMS_KEY,
         "API secret key": run.api_key["secret_key"],
         "dashboard password": DASHBOARD_PASSWORD,
         "metrics token": METRICS_TOKEN,
@@ -228,9 +247,44 @@ def test_a_full_run_leaks_no_secret(moto_s3: S3Server, run: Run, tmp_path: Path)
     outputs.add("CLI: task create", cli_created.stdout + cli_created.stderr)
     assert cli_created.returncode == 0, cli_created.stderr
     cli_task = json.loads(cli_created.stdout)["sync_task_id"]
-    tasks = [sdk_task, cli_task, fs_task]
 
-    for task_id in (sdk_task, fs_task):
+    # Credentials and a CDN key encrypted for a data key; two CDN sources (ALIYUN_OSS_A), one
+    # with its key in plain text, one with it encrypted.
+    data_dir = ("--data-dir", str(server.data_dir))
+    kms_created = run.cli("kms", "create", "--project-id", PROJECT, "--json", *data_dir)
+    outputs.add("CLI: kms create", kms_created.stdout + kms_created.stderr)
+    key_id = json.loads(kms_created.stdout)["key_id"]
+    sealed: dict[str, str] = {}
+    for name, value in {**KMS_TASK, "cdn": CDN_KMS_KEY}.items():
+        done = run.cli("kms", "encrypt", "--key-id", key_id, *data_dir, input_text=value + "\n")
+        outputs.add(f"CLI: kms encrypt {name}", done.stdout + done.stderr)
+        assert done.returncode == 0, done.stderr
+        sealed[name] = done.stdout.strip()
+    for name, args in {"rotate": ("rotate", key_id), "list": ("list", "--json")}.items():
+        done = run.cli("kms", *args, *data_dir)
+        outputs.add(f"CLI: kms {name}", done.stdout + done.stderr)
+        assert done.returncode == 0, done.stderr
+    kms_dst, cdn_dst = moto_s3.make_bucket("leak-kms-dst"), moto_s3.make_bucket("leak-cdn-dst")
+    plain_cdn, kms_cdn = (CdnServer(s3, src, "ALIYUN_OSS_A", secret) for secret in (CDN_KEY, CDN_KMS_KEY))
+    stack.enter_context(plain_cdn)
+    stack.enter_context(kms_cdn)
+    created = outputs.response("API: create KMS + CDN task", run.api("POST", "/sync-tasks", body={
+        "src_cloud_type": "Aliyun", "src_bucket": src, "dst_bucket": kms_dst, **common,
+        **{k: sealed[k] for k in KMS_TASK}, "src_crypto_type": "KMS", "src_kms_key_id": key_id,
+        "dst_crypto_type": "KMS", "dst_kms_key_id": key_id,
+        "source_cdn": {"domain": plain_cdn.domain, "protocol": "http", "authentication_type": "ALIYUN_OSS_A",
+                       "authentication_key": CDN_KEY}}))
+    assert created.status_code == 200, created.text
+    kms_task = created.json()["sync_task_id"]
+    created = outputs.response("API: create task with an encrypted CDN key", run.api("POST", "/sync-tasks", body={
+        "src_cloud_type": "Aliyun", "src_bucket": src, "dst_bucket": cdn_dst, **common, **SDK_TASK,
+        "source_cdn": {"domain": kms_cdn.domain, "protocol": "http", "authentication_type": "ALIYUN_OSS_A",
+                       "authentication_key": sealed["cdn"], "crypto_type": "KMS", "kms_key_id": key_id}}))
+    assert created.status_code == 200, created.text
+    cdn_task = created.json()["sync_task_id"]
+    tasks = [sdk_task, cli_task, fs_task, kms_task, cdn_task]
+
+    for task_id in (sdk_task, fs_task, kms_task, cdn_task):
         sent = outputs.response(f"API: events {task_id}", run.api("POST", f"/sync-tasks/{task_id}/events",
                                                                   body={"object_keys": [encode_key_for_event(k) for k in PRESENT + MISSING]}))
         assert sent.status_code == 200, sent.text
@@ -300,7 +354,8 @@ def test_a_full_run_leaks_no_secret(moto_s3: S3Server, run: Run, tmp_path: Path)
     refused_login(run, outputs, "dashboard: wrong secret key", {"access_key": run.api_key["access_key"],
                                                                 "secret_key": WRONG_SECRETS["wrong API secret key"]})
 
-    for task_id, bucket in ((sdk_task, dst), (cli_task, cli_dst), (fs_task, fs_dst)):
+    for task_id, bucket in ((sdk_task, dst), (cli_task, cli_dst), (fs_task, fs_dst), (kms_task, kms_dst),
+                            (cdn_task, cdn_dst)):
         for key, body in object_lists(moto_s3, bucket, task_id, {"success_object_lists", "failed_object_lists"}).items():
             outputs.add(f"object list {key}", body)
     server.stop()
@@ -316,6 +371,9 @@ def test_a_full_run_leaks_no_secret(moto_s3: S3Server, run: Run, tmp_path: Path)
     assert sum(1 for name in texts if name.startswith("data file omsync.db")) >= 1
     assert all(task_id in str(texts["CLI: task list"]) for task_id in tasks)
     assert run.api_key["access_key"] in str(texts["CLI: keys list"])
+    assert key_id in str(texts["CLI: kms list"]) and all(v.startswith("okms1:1:") for v in sealed.values())
+    assert sorted(set(plain_cdn.served)) == sorted(PRESENT) == sorted(set(kms_cdn.served))  # bytes via the CDNs
+    assert "ALIYUN_OSS_A" in str(texts[f"API: show {kms_task}"])
     assert all(task_id in str(texts["operator: task list page"]) for task_id in tasks)
     assert MISSING[0] in str(texts[f"API: failed objects {fs_task}"])
     lists = b"".join(v for k, v in texts.items() if k.startswith("object list") and isinstance(v, bytes))
