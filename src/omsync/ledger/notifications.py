@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     func,
+    or_,
     select,
     update,
 )
@@ -280,7 +281,7 @@ class NotificationLedger:
 
     async def resume_deletes(self, project_id: str, task_id: str, *, discard: bool = False) -> int:
         """Close the task's breaker (deletes run again). With ``discard`` the deletes that
-        waited are dropped instead (counted as discarded). Returns how many were dropped.
+        waited are dropped instead (counted as discarded; those a worker holds now finish). Returns how many were dropped.
         Raises :class:`TaskNotFound`."""
         at = now_ms()
 
@@ -288,7 +289,11 @@ class NotificationLedger:
             _owned(conn, project_id, task_id)
             dropped = 0
             if discard:
-                dropped = int(conn.execute(delete(notify_deletes).where(notify_deletes.c.task_id == task_id)).rowcount or 0)
+                # Deletes a worker holds right now are left to finish (their outcome is counted).
+                dropped = int(conn.execute(delete(notify_deletes).where(
+                    notify_deletes.c.task_id == task_id,
+                    or_(notify_deletes.c.lease_owner.is_(None), notify_deletes.c.due_at <= at),
+                )).rowcount or 0)
             _ensure_state(self.db, conn, task_id)
             conn.execute(
                 update(notify_delete_state).where(notify_delete_state.c.task_id == task_id).values(
