@@ -41,6 +41,7 @@ class CdnServer:
         self.clock_offset = 0.0
         self.stale: dict[str, bytes] = {}
         self.served: list[str] = []
+        self.ranges: list[str] = []  # Range headers received
         self.refused: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -146,6 +147,7 @@ class CdnServer:
         wanted = request.headers.get("Range")
         if wanted:
             kwargs["Range"] = wanted
+            self.ranges.append(wanted)
         try:
             got = self.s3.get_object(**kwargs)
         except self.s3.exceptions.NoSuchKey:

@@ -203,3 +203,33 @@ def test_a_kms_encrypted_cdn_key(moto_s3: S3Server, cdn_sync: Sync, cdn: CdnServ
     assert "source_cdn.authentication_type" in refused(authentication_type="SOMETHING_ELSE", authentication_key="k")
     assert "source_cdn.protocol" in refused(authentication_type="NONE", protocol="ftp")
     assert "source_cdn.domain" in refused(authentication_type="NONE", domain="http://cdn.example.com/path")
+
+
+def test_a_large_object_comes_through_the_cdn_in_ranges_and_the_key_survives_a_restart(
+        moto_s3: S3Server, make_sync: Any, source: tuple[str, list[str]]) -> None:
+    sync: Sync = make_sync(moto_endpoints(moto_s3), multipart_threshold_bytes=str(5 * 1024 * 1024),
+                           part_size_bytes=str(5 * 1024 * 1024))
+    src, _ = source
+    dst = moto_s3.make_bucket("cdn-dst-large")
+    key = "large/a b+c%?中.bin"
+    body = bytes(range(256)) * (12 * 1024 * 1024 // 256 + 7)  # three parts, the last one short
+    moto_s3.client().put_object(Bucket=src, Key=key, Body=body)
+    with CdnServer(moto_s3.client(), src, "ALIYUN_OSS_C", CDN_KEY) as cdn:
+        task_id = cdn_task(sync, moto_s3, src, dst, cdn)
+        sync.send(task_id, [key])
+        task = sync.wait_settled(task_id)
+        assert (task.monthly_success_object, task.monthly_failure_object) == (1, 0), failed(sync, task_id)
+        assert moto_s3.client().get_object(Bucket=dst, Key=key)["Body"].read() == body
+        assert len(cdn.ranges) == 3 and cdn.served == [key] * 3
+
+        # StartSyncTask without the CDN key keeps the task's key.
+        from huaweicloudsdkoms.v2 import StartSyncTaskReq, StartSyncTaskRequest, StopSyncTaskRequest
+
+        sync.client.stop_sync_task(StopSyncTaskRequest(sync_task_id=task_id))
+        sync.client.start_sync_task(StartSyncTaskRequest(sync_task_id=task_id, body=StartSyncTaskReq(
+            src_ak=moto_s3.access_key, src_sk=moto_s3.secret_key, dst_ak=moto_s3.access_key,
+            dst_sk=moto_s3.secret_key)))
+        sync.send(task_id, ["plain/file.txt"])
+        task = sync.wait_settled(task_id)
+        assert (task.monthly_success_object, task.monthly_failure_object) == (2, 0), failed(sync, task_id)
+        assert cdn.served[-1] == "plain/file.txt" and cdn.refused == []
