@@ -3,11 +3,12 @@
 ``restores`` remembers, per task and key, that a RestoreObject was requested, how often the
 object has been looked at since and when it is looked at next: the key itself waits in the
 ledger as a pending row due at that time, so a long restore survives restarts of every process.
+A row stays after its key was copied (one small row per restored key, dropped with its task);
+a later restore of the same key starts it afresh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -20,7 +21,6 @@ from sqlalchemy import (
     String,
     Table,
     delete,
-    func,
     select,
     update,
 )
@@ -92,16 +92,3 @@ class Restores:
             return True
 
         return bool(await self.db.run_write(tx))
-
-    async def forget(self, task_id: str, keys: Sequence[str]) -> None:
-        """Drop the restore records of keys that no longer wait for one."""
-        raws = [k.encode("utf-8") for k in keys]
-        if not raws:
-            return
-        await self.db.run_write(lambda conn: conn.execute(
-            delete(restores).where(restores.c.task_id == task_id, restores.c.key.in_(raws))))
-
-    async def pending(self, task_id: str) -> int:
-        """How many keys of the task wait for a restore."""
-        stmt = select(func.count()).select_from(restores).where(restores.c.task_id == task_id)
-        return int(await self.db.run_read(lambda conn: conn.execute(stmt).scalar() or 0))
