@@ -314,8 +314,8 @@ def test_sdk_visible_errors(moto_s3: S3Server, mig: Migrations) -> None:
     raw = signed_request(mig.sync.server.url, "GET", f"/v2/{PROJECT}/tasks/abc", ak=key["access_key"],
                          sk=key["secret_key"], project_id=PROJECT)
     assert raw.status_code == 400 and "task_id" in raw.json()["error_msg"]
-    raw = signed_request(mig.sync.server.url, "GET", f"/v2/{PROJECT}/tasks?status=6", ak=key["access_key"],
-                         sk=key["secret_key"], project_id=PROJECT)
+    raw = signed_request(mig.sync.server.url, "GET", f"/v2/{PROJECT}/tasks", ak=key["access_key"],
+                         sk=key["secret_key"], project_id=PROJECT, query=[("status", 6)])
     assert raw.status_code == 400 and "status" in raw.json()["error_msg"]
 
 
@@ -364,17 +364,13 @@ def test_sigkill_mid_listing_resumes_from_the_checkpoint(moto_s3: S3Server, kill
     server, _ = killable
     server.start()
     src, dst = moto_s3.make_bucket("mig-kill-src"), moto_s3.make_bucket("mig-kill-dst")
-    keys = [f"k/{i:05d}" for i in range(2400)]
+    keys = [f"k/{i:05d}" for i in range(1300)]
     put_objects(moto_s3, src, keys, body=lambda key: key.encode() * 100)
-    key = server.create_key(PROJECT)
-    mig = Migrations(Sync.__new__(Sync), moto_s3)
-    mig.sync.server, mig.sync.key = server, key
-    mig.client = mig.sync.client = sdk_client(server.url, key["access_key"], key["secret_key"], PROJECT)
-    slow = [BandwidthPolicyDto(start="00:00", end="12:00", max_bandwidth=1_048_576),
-            BandwidthPolicyDto(start="12:00", end="00:00", max_bandwidth=1_048_576)]
-    task_id = mig.create(src, dst, object_key=["k/"], bandwidth_policy=slow)
+    mig = Migrations(Sync(server), moto_s3)
+    task_id = mig.create(src, dst, object_key=["k/"])
     deadline = time.monotonic() + 30
-    while mig.show(task_id).total_num < 1000:  # the first page is in; the backlog bound pauses the rest
+    # The first page (1,000 keys) is in; the backlog bound (300 pending) holds the next one back.
+    while mig.show(task_id).total_num < 1000:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     _kill_group(server)
@@ -382,19 +378,22 @@ def test_sigkill_mid_listing_resumes_from_the_checkpoint(moto_s3: S3Server, kill
     listed, done, after = database.execute(
         "SELECT listed_num, list_done, list_after FROM migration_tasks WHERE id = ?", (task_id,)).fetchone()
     database.close()
-    assert 1000 <= listed < 2400 and not done and after is not None
+    assert 1000 <= listed < 1300 and not done and after is not None
     log_mark = moto_s3.log_path.stat().st_size
     server.start()
     task = mig.wait(task_id, timeout=120)
     assert task.status == 5, task
-    assert (task.total_num, task.successful_num, task.failed_num) == (2400, 2400, 0)
+    # A key copied when the kill came but whose outcome was not recorded yet is found in the
+    # destination by its retry and skipped; at most the 4 copy slots' worth.
+    assert (task.total_num, task.successful_num + task.skipped_num, task.failed_num) == (1300, 1300, 0)
+    assert task.skipped_num <= 4
     assert set(bucket_keys(moto_s3, dst, "k/")) == set(keys)
     database = sqlite3.connect(server.data_dir / "omsync.db")
     [(requests,)] = database.execute(
         "SELECT SUM(request) FROM stat_buckets WHERE task_id = "
         "(SELECT sync_task_id FROM migration_tasks WHERE id = ?)", (task_id,)).fetchall()
     database.close()
-    assert requests == 2400  # every key entered the ledger once
+    assert requests == 1300  # every key entered the ledger once
     with open(moto_s3.log_path, "rb") as log:
         log.seek(log_mark)
         after_restart = log.read().decode(errors="replace")
