@@ -27,6 +27,7 @@ from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.config import Settings
 from omsync.domain.errors import DomainError
+from omsync.ledger import views
 from omsync.logs import request_id_var
 from omsync.services import Services
 from omsync.web import web_router
@@ -276,7 +277,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if settings.metrics_token is not None and not _bearer_matches(request, settings.metrics_token.get_secret_value()):
             return Response("metrics need a bearer token\n", status_code=401, media_type="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="omsync metrics"'})
-        await metrics.refresh_pending(request.app.state.services.db)
+        db = request.app.state.services.db
+        await metrics.refresh_pending(lambda: views.pending_keys_by_task(db))
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(router)

@@ -49,7 +49,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from prometheus_client import (
@@ -66,12 +66,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import select
 
 from omsync import __version__
-from omsync.db import Database
 from omsync.domain.stats import LATENCY_BOUNDS_MS
-from omsync.ledger.tables import sync_tasks
 
 log = logging.getLogger("omsync.metrics")
 
@@ -262,21 +259,22 @@ def untrack_engine(engine: SlotSource) -> None:
     _engines.discard(engine)
 
 
-async def refresh_pending(db: Database) -> bool:
-    """Read every task's pending-key count from the database for the next :func:`render`.
+async def refresh_pending(read_counts: Callable[[], Awaitable[Mapping[str, int]]]) -> bool:
+    """Take every task's pending-key count from ``read_counts`` (the ledger's read model, e.g.
+    :func:`omsync.ledger.views.pending_keys_by_task`) for the next :func:`render`.
 
     On failure or after ``PENDING_QUERY_TIMEOUT_SECONDS`` the previous values stay (and
     ``omsync_metrics_refresh_errors_total`` counts it); returns whether the values are fresh.
     """
     global _pending
     try:
-        async with asyncio.timeout(PENDING_QUERY_TIMEOUT_SECONDS), db.read() as conn:
-            rows = (await conn.execute(select(sync_tasks.c.id, sync_tasks.c.pending_keys))).all()
+        async with asyncio.timeout(PENDING_QUERY_TIMEOUT_SECONDS):
+            counts = await read_counts()
     except Exception:
         REFRESH_ERRORS.inc()
         log.warning("reading pending keys for /metrics failed; serving the previous values", exc_info=True)
         return False
-    _pending = {str(r.id): int(r.pending_keys) for r in rows}
+    _pending = {str(task_id): int(n) for task_id, n in counts.items()}
     return True
 
 

@@ -33,16 +33,13 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
-
-from sqlalchemy import and_, delete, func, select
 
 from omsync.db import Database
+from omsync.domain.errors import TaskNotFound
 from omsync.domain.model import OutcomeKind
 from omsync.engine.factory import addressed
 from omsync.engine.ports import StoreProvider
-from omsync.ledger.queue import TaskNotFound
-from omsync.ledger.tables import ledger, outcome_log
+from omsync.ledger.outcomes import LoggedOutcome, OutcomeLog
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import PutOptions, StoreError
 
@@ -50,7 +47,6 @@ log = logging.getLogger("omsync.engine.object_lists")
 
 LIST_NAMES = {OutcomeKind.SUCCESS: "success", OutcomeKind.FAILURE: "failed", OutcomeKind.SKIP: "skip"}
 CONTENT_TYPE = "text/plain; charset=utf-8"
-_DELETE_BATCH = 500
 
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # The store's own error code in a failure message: "source: [NoSuchKey] ..." (see
@@ -116,6 +112,7 @@ class ObjectListWriter:
     def __init__(self, db: Database, tasks: TaskRepository, stores: StoreProvider, *,
                  max_lines: int = 50_000) -> None:
         self.db = db
+        self.outcomes = OutcomeLog(db)
         self.tasks = tasks
         self.stores = stores
         self.max_lines = max_lines
@@ -133,8 +130,7 @@ class ObjectListWriter:
         A task whose destination refuses the lists keeps its rows for the next flush (logged);
         a deleted task's rows are gone with it. Never raises for store failures.
         """
-        async with self.db.read() as conn:
-            task_ids = [r[0] for r in await conn.execute(select(outcome_log.c.task_id).distinct())]
+        task_ids = await self.outcomes.task_ids()
         written = 0
         for task_id in task_ids:
             try:
@@ -147,22 +143,7 @@ class ObjectListWriter:
     async def _flush_task(self, task_id: str) -> int:
         written = 0
         while True:
-            async with self.db.read() as conn:
-                rows = (
-                    await conn.execute(
-                        select(outcome_log.c.id, outcome_log.c.key, outcome_log.c.outcome,
-                               outcome_log.c.reason, outcome_log.c.message, outcome_log.c.at,
-                               # A skip whose outcome did not carry the size: the size omsync
-                               # last copied of the key, when it did.
-                               func.coalesce(outcome_log.c.size, ledger.c.size).label("size"),
-                               ledger.c.raw_key)
-                        .select_from(outcome_log.outerjoin(
-                            ledger, and_(ledger.c.task_id == outcome_log.c.task_id, ledger.c.key == outcome_log.c.key)))
-                        .where(outcome_log.c.task_id == task_id)
-                        .order_by(outcome_log.c.id)
-                        .limit(self.max_lines)
-                    )
-                ).all()
+            rows = await self.outcomes.oldest(task_id, self.max_lines)
             if not rows:
                 return written
             try:
@@ -176,27 +157,20 @@ class ObjectListWriter:
                 body = ("\n".join(lines) + "\n").encode("utf-8")
                 await store.put(spec.dst_bucket, list_key(task_id, kind, self._stamp(), spec.object_list_root), body,
                                 PutOptions(content_type=CONTENT_TYPE))
-            await self._delete([r.id for r in rows])
+            await self.outcomes.remove([r.id for r in rows])
             written += len(rows)
             if len(rows) < self.max_lines:
                 return written
 
     @staticmethod
-    def _group(rows: Sequence[Any]) -> dict[OutcomeKind, list[str]]:
+    def _group(rows: Sequence[LoggedOutcome]) -> dict[OutcomeKind, list[str]]:
         grouped: dict[OutcomeKind, list[str]] = defaultdict(list)
         for row in rows:
             kind = OutcomeKind(row.outcome)
-            key = bytes(row.key).decode("utf-8")
+            key = row.key.decode("utf-8")
             grouped[kind].append(format_line(key, row.outcome, row.reason, row.message, row.at,
                                              sent=row.raw_key, size=row.size))
         return grouped
-
-    async def _delete(self, ids: list[int]) -> None:
-        # By id, never by range: on PostgreSQL a row with a lower id may commit after a higher
-        # one was read.
-        async with self.db.write() as conn:
-            for start in range(0, len(ids), _DELETE_BATCH):
-                await conn.execute(delete(outcome_log).where(outcome_log.c.id.in_(ids[start:start + _DELETE_BATCH])))
 
     async def run(self, interval: float) -> None:
         """Flush every ``interval`` seconds until cancelled; errors are logged, never raised."""

@@ -15,6 +15,7 @@ from omsync.db import Database
 from omsync.domain.errors import TaskBusy as TaskBusy  # re-exported: callers import it from here
 from omsync.domain.errors import TaskLimitReached as TaskLimitReached
 from omsync.domain.errors import TaskNotFound
+from omsync.domain.lifecycle import TaskOperation, check_task_operation
 from omsync.domain.model import (
     CdnAuthentication,
     CloudType,
@@ -123,35 +124,38 @@ class TaskRepository:
             )
             if status is None:
                 raise TaskNotFound(task_id)
-            if status == TaskStatus.SYNCHRONIZING.value:
-                raise TaskBusy("a synchronizing task cannot be deleted; stop it first")
+            check_task_operation(status, TaskOperation.DELETE)
             await conn.execute(delete(sync_tasks).where(sync_tasks.c.id == task_id))
 
     async def start(self, project_id: str, task_id: str, credentials: Mapping[str, str]) -> None:
         """STOPPED → SYNCHRONIZING with fresh credentials; updates ``last_start_time``.
         Raises :class:`TaskNotFound`, :class:`TaskBusy` when already synchronizing."""
         await self._transition(
-            project_id, task_id, TaskStatus.STOPPED, TaskStatus.SYNCHRONIZING,
+            project_id, task_id, TaskOperation.START,
             credentials_enc=self.box.encrypt_json(_sealed(credentials)),
             last_start_time=now_ms(),
         )
 
+    async def resume(self, project_id: str, task_id: str) -> None:
+        """STOPPED → SYNCHRONIZING keeping the task's stored (encrypted) credentials: the
+        dashboard never sees them, so it starts a task with those it already has.
+        Raises :class:`TaskNotFound`, :class:`TaskBusy` when already synchronizing."""
+        await self._transition(project_id, task_id, TaskOperation.START, last_start_time=now_ms())
+
     async def stop(self, project_id: str, task_id: str) -> None:
         """SYNCHRONIZING → STOPPED. Pending keys stay in the ledger and resume on start.
         Raises :class:`TaskNotFound`, :class:`TaskBusy` when already stopped."""
-        await self._transition(project_id, task_id, TaskStatus.SYNCHRONIZING, TaskStatus.STOPPED)
+        await self._transition(project_id, task_id, TaskOperation.STOP)
 
-    async def _transition(
-        self, project_id: str, task_id: str, source: TaskStatus, target: TaskStatus, **values: Any
-    ) -> None:
+    async def _transition(self, project_id: str, task_id: str, operation: TaskOperation, **values: Any) -> None:
         async with self.db.write() as conn:
             status = await conn.scalar(
                 select(sync_tasks.c.status).where(sync_tasks.c.id == task_id, sync_tasks.c.project_id == project_id, is_sync_task())
             )
             if status is None:
                 raise TaskNotFound(task_id)
-            if status != source.value:
-                raise TaskBusy(f"the task is {status}; only a {source.value} task can become {target.value}")
+            target = check_task_operation(status, operation)
+            assert target is not None  # start and stop keep the task
             await conn.execute(
                 update(sync_tasks).where(sync_tasks.c.id == task_id).values(status=target.value, **values)
             )
