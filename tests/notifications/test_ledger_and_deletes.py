@@ -60,6 +60,13 @@ async def test_concurrent_claimers_never_share_a_delete(services: Services) -> N
     assert sorted(claimed) == sorted(keys)  # each delete exactly once
     # Leased: nothing more to claim until the leases run out.
     assert await notes.claim_deletes("late", 100, 60_000) == []
+    # A stopped task's deletes wait for its start.
+    stopped = await new_task(services)
+    await notes.record(PROJECT, stopped, [Change("s", "deleted", None)], ON)
+    await services.tasks.stop(PROJECT, stopped)
+    assert await notes.claim_deletes("late", 100, 60_000) == []
+    await services.tasks.start(PROJECT, stopped, CREDS)
+    assert [item.key for item in await notes.claim_deletes("late", 100, 60_000)] == ["s"]
     # A finish by someone who does not hold the lease writes nothing.
     first = claims[0][0]
     assert await notes.finish_delete("intruder", first, "deleted", None) is False

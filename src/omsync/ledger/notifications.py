@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from omsync.db import Database
+from omsync.domain.model import TaskStatus
 from omsync.ledger.queue import TaskNotFound, now_ms
 from omsync.ledger.tables import Id, metadata, sync_tasks
 
@@ -412,15 +413,18 @@ class NotificationLedger:
     # -- the delete loop ------------------------------------------------------------------------
 
     async def claim_deletes(self, owner: str, limit: int, lease_ms: int) -> list[PendingDelete]:
-        """Lease up to ``limit`` due deletes of tasks whose breaker is closed (SKIP LOCKED on
+        """Lease up to ``limit`` due deletes of running tasks whose breaker is closed (SKIP LOCKED on
         PostgreSQL; SQLite's single writer on SQLite)."""
         at = now_ms()
 
         def tx(conn: Connection) -> list[PendingDelete]:
             tripped = select(notify_delete_state.c.task_id).where(notify_delete_state.c.tripped_at.is_not(None))
+            # A stopped task changes nothing in its destination: its deletes wait for a start.
+            running = select(sync_tasks.c.id).where(sync_tasks.c.status == TaskStatus.SYNCHRONIZING.value)
             due = (
                 select(notify_deletes.c.id)
-                .where(notify_deletes.c.due_at <= at, notify_deletes.c.task_id.not_in(tripped))
+                .where(notify_deletes.c.due_at <= at, notify_deletes.c.task_id.not_in(tripped),
+                       notify_deletes.c.task_id.in_(running))
                 .order_by(notify_deletes.c.due_at)
                 .limit(limit)
             )
