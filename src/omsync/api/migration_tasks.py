@@ -438,3 +438,12 @@ async def delete_task(project_id: ProjectId, services: ServicesDep,
         sync_task_id = await _repository(services).delete(project_id, number)
     metrics.forget_task(sync_task_id)
     return Response(status_code=200)
+
+
+async def recent_views(services: Services, project_id: str | None, *, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` migration tasks of a project (all with None) as :func:`task_view`
+    shows them, with their number (for the dashboard)."""
+    repository = _repository(services)
+    rows, count = await repository.page(project_id, limit=limit, offset=0)
+    progress = await repository.progress([r["sync_task_id"] for r in rows])
+    return [{**task_view(r, progress.get(r["sync_task_id"])), "project_id": r["project_id"]} for r in rows], count

@@ -16,6 +16,7 @@ from sqlalchemy import case, func, select
 from omsync.db import Database
 from omsync.domain.lifecycle import KeyState
 from omsync.domain.stats import LATENCY_COLUMNS
+from omsync.ledger.migration_tasks import is_sync_task
 from omsync.ledger.tables import ledger, stat_buckets, sync_tasks
 
 __all__ = [
@@ -61,7 +62,7 @@ async def list_tasks(
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of tasks, newest first, of one project (or of all when ``project_id`` is None),
     and the total number matching."""
-    where = []
+    where = [is_sync_task()]  # a migration task's engine row is shown with the migrations
     if project_id is not None:
         where.append(sync_tasks.c.project_id == project_id)
     if status:
@@ -77,7 +78,7 @@ async def list_tasks(
 
 async def load_task(db: Database, task_id: str, project_id: str | None) -> dict[str, Any] | None:
     """One task (without credentials), or None when absent or not of ``project_id`` (when given)."""
-    query = select(*TASK_COLUMNS).where(sync_tasks.c.id == task_id)
+    query = select(*TASK_COLUMNS).where(sync_tasks.c.id == task_id, is_sync_task())
     if project_id is not None:
         query = query.where(sync_tasks.c.project_id == project_id)
     async with db.read() as conn:

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from omsync.api.migration_tasks import recent_views
 from omsync.domain.errors import TaskBusy, TaskNotFound
 from omsync.domain.model import TaskStatus
 from omsync.domain.stats import LATENCY_BOUNDS_MS, month_range
@@ -396,8 +397,10 @@ async def task_list(request: Request) -> Response:
     month_start, month_end = month_range(now_ms())
     monthly = await views.totals_by_task(services.db, [r["id"] for r in rows], month_start, month_end)
     pages = max(1, -(-total // _PAGE_SIZE))
+    migrations, migration_count = await recent_views(services, session.project_id)
     return _render("tasks.html", session=session, tasks=rows, monthly=monthly, total=total, page=page,
-                   pages=pages, status_filter=status, month_start=month_start)
+                   pages=pages, status_filter=status, month_start=month_start, migrations=migrations,
+                   migration_count=migration_count)
 
 
 def _redactor(secrets: list[str]) -> Callable[[str | None], str | None]:
