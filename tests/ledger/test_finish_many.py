@@ -1,5 +1,7 @@
-"""``Ledger.finish_many`` against ``Ledger.finish`` on real databases (SQLite and PostgreSQL):
-the same batch of claims recorded both ways must leave the same results, rows and counters."""
+"""One accounting path on real databases (SQLite and PostgreSQL): ``Ledger.finish`` is
+``finish_many`` with a batch of one, so a batch recorded in one transaction must leave the same
+results, rows and counters as the same items recorded one transaction each (items of one batch
+see each other's effects: a row named twice, coalesced occurrences, counters per task)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from omsync.domain.model import OutcomeKind, TaskStatus
 
 __all__ = [
     "KEY_TRANSITIONS",
+    "SETTLED_KEY_STATES",
     "KeyState",
     "TaskOperation",
     "accepted_state",
@@ -51,6 +52,9 @@ class KeyState(enum.StrEnum):
         return self in (KeyState.PENDING, KeyState.INFLIGHT)
 
 
+# The states an accepted occurrence turns into pending (see :func:`accepted_state`).
+SETTLED_KEY_STATES: frozenset[str] = frozenset({KeyState.DONE.value, KeyState.FAILED.value})
+
 # Every allowed move of a key: accept/re-drive (→ pending), claim (→ inflight), outcome (→ done
 # or failed), retry later or lease released (inflight → pending).
 KEY_TRANSITIONS: dict[KeyState, frozenset[KeyState]] = {
@@ -64,7 +68,7 @@ KEY_TRANSITIONS: dict[KeyState, frozenset[KeyState]] = {
 def accepted_state(state: KeyState | None) -> tuple[KeyState, bool]:
     """The key's state after an accepted occurrence, and whether it newly became pending (it
     was settled or unknown, ``None``): the backlog bound counts those."""
-    if state is None or not state.is_open:
+    if state is None or state in SETTLED_KEY_STATES:
         return KeyState.PENDING, True
     return state, False
 

@@ -30,11 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from omsync.db import Database
 from omsync.domain.errors import BacklogFull as BacklogFull  # re-exported: callers import them from here
 from omsync.domain.errors import TaskNotFound as TaskNotFound
+from omsync.domain.lifecycle import SETTLED_KEY_STATES, KeyState, final_state
 from omsync.domain.model import Outcome, OutcomeKind, TaskStatus
 from omsync.domain.stats import LATENCY_COLUMNS, bucket_start, latency_column
 from omsync.ledger.tables import ledger, open_uploads, stat_buckets, sync_tasks
 
-PENDING, INFLIGHT, DONE, FAILED = "pending", "inflight", "done", "failed"
+# The key states of omsync.domain.lifecycle as stored in ``ledger.state`` (and spelled inline in
+# the driver SQL below, which persists the same transitions).
+PENDING, INFLIGHT, DONE, FAILED = (s.value for s in (KeyState.PENDING, KeyState.INFLIGHT, KeyState.DONE, KeyState.FAILED))
 COALESCED = "coalesced"
 
 # The predicate of the partial index ``ix_ledger_task_due`` with its values inline in the SQL:
@@ -419,7 +422,7 @@ class Ledger:
                 newly = 0
                 for key in item.occurrences:
                     state = states.get(key, DONE)
-                    if state in (DONE, FAILED):
+                    if state in SETTLED_KEY_STATES:  # lifecycle.accepted_state, inline: once per key
                         newly += 1
                         states[key] = PENDING
                 pending += newly
@@ -678,7 +681,7 @@ class Ledger:
             kind = outcome.kind
             success = kind is OutcomeKind.SUCCESS
             final.append((
-                FAILED if kind is OutcomeKind.FAILURE else DONE, claim.generation,
+                final_state(kind).value, claim.generation,
                 claim.generation if success else None, kind.value, outcome.reason, outcome.message,
                 outcome.size if success else None, claim.attempts + 1, at, claim.row_id,
             ))
