@@ -97,7 +97,9 @@ class DeletePropagator:
         how many deletes were claimed."""
         tripped = await self.notes.tripped_tasks()
         self._publish(tripped)
-        claimed = await self.notes.claim_deletes(self.owner, CLAIM_LIMIT, int(LEASE_SECONDS * 1000))
+        claimed = []
+        if await self.notes.has_due_deletes():
+            claimed = await self.notes.claim_deletes(self.owner, CLAIM_LIMIT, int(LEASE_SECONDS * 1000))
         if claimed:
             # A breaker that tripped after the claim was read: hand those back untouched.
             tripped = await self.notes.tripped_tasks()

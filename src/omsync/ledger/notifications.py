@@ -444,6 +444,16 @@ class NotificationLedger:
 
         return await self.db.run_write(tx)
 
+    async def has_due_deletes(self) -> bool:
+        """Whether any delete is due now (a cheap read that spares idle workers a write)."""
+        at = now_ms()
+
+        def tx(conn: Connection) -> bool:
+            return conn.execute(select(notify_deletes.c.id).where(notify_deletes.c.due_at <= at).limit(1)).first() \
+                is not None
+
+        return await self.db.run_read(tx)
+
     async def finish_delete(self, owner: str, item: PendingDelete, outcome: str, message: str | None) -> bool:
         """Record the final ``outcome`` (deleted / kept / failed) of a claimed delete: counted,
         logged for the object list, and the pending row removed. Returns False (nothing
