@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,15 @@ class Settings(BaseSettings):
     # Dashboard login throttling (see omsync.web.throttle)
     login_max_failures: int = Field(default=10, ge=1, le=10_000, description="Failed dashboard logins per client address or per account before further attempts are refused for a while.")
     login_lockout_seconds: float = Field(default=60.0, gt=0, le=86_400, description="First lock-out after too many failed logins; doubles with each further failure, up to 1 hour.")
+
+    @field_validator("sns_host_pattern")
+    @classmethod
+    def _check_sns_host_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
 
     @field_validator("endpoints")
     @classmethod
