@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from omsync.cli_kms import register as register_kms_commands
+from omsync.cli_migration import register as register_migration_commands
 from omsync.cli_notifications import register as register_notification_commands
 from omsync.cli_ops import register as register_operator_commands
 
@@ -198,6 +199,7 @@ def keys_token(
 register_operator_commands(app)
 app.add_typer(keys_app, name="keys")
 register_kms_commands(app)
+register_migration_commands(app)
 register_notification_commands(app)
 
 

@@ -498,3 +498,40 @@ class OmsyncClient:
         answer: dict[str, Any] = self.request("POST", self._task_path(task_id, "/deletes/resume"),
                                               json_body={"discard": discard})
         return answer
+
+    # -- OMS migration tasks (/v2/{project_id}/tasks) -------------------------------------------
+
+    @staticmethod
+    def _migration_path(task_id: int, suffix: str = "") -> str:
+        return f"/v2/{{project_id}}/tasks/{int(task_id)}{suffix}"
+
+    def create_migration(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """CreateTask with the given request fields; returns ``{"id", "name", ...}``."""
+        answer: dict[str, Any] = self.request("POST", "/v2/{project_id}/tasks", json_body=dict(body))
+        return answer
+
+    def list_migrations(self, *, limit: int = 10, offset: int = 0, status: int | None = None) -> dict[str, Any]:
+        """ListTasks: one page of migration tasks (``limit`` 1–100) and the total count."""
+        query: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if status is not None:
+            query["status"] = status
+        answer: dict[str, Any] = self.request("GET", "/v2/{project_id}/tasks", query=query)
+        return answer
+
+    def show_migration(self, task_id: int) -> dict[str, Any]:
+        """ShowTask: the migration task with its counts and progress."""
+        answer: dict[str, Any] = self.request("GET", self._migration_path(task_id))
+        return answer
+
+    def start_migration(self, task_id: int, src_ak: str, src_sk: str, dst_ak: str, dst_sk: str) -> None:
+        """StartTask: resume a stopped task (retry a failed one's failed keys) with the keys again."""
+        body = {"src_ak": src_ak, "src_sk": src_sk, "dst_ak": dst_ak, "dst_sk": dst_sk}
+        self.request("POST", self._migration_path(task_id, "/start"), json_body=body)
+
+    def stop_migration(self, task_id: int) -> None:
+        """StopTask (the task must be waiting or running)."""
+        self.request("POST", self._migration_path(task_id, "/stop"))
+
+    def delete_migration(self, task_id: int) -> None:
+        """DeleteTask (the task must not be running or pausing)."""
+        self.request("DELETE", self._migration_path(task_id))
