@@ -410,3 +410,18 @@ def test_delete_storm_trips_the_breaker_until_resumed(moto_s3: S3Server, sync: S
     assert deletes(sync, task_id)["deleted"] == len(keys)
     wait_for(lambda: f'omsync_delete_breaker_open{{task_id="{task_id}"}} 0.0' in httpx.get(sync.server.url + "/metrics").text,
              what="the gauge to close")
+
+
+def test_notifications_coalesce_and_count_like_create_sync_events(moto_s3: S3Server, sync: Sync) -> None:
+    from huaweicloudsdkoms.v2 import StartSyncTaskReq, StartSyncTaskRequest, StopSyncTaskRequest
+
+    task_id, src, dst = new_task(sync, moto_s3, keys=["same key"])
+    sync.client.stop_sync_task(StopSyncTaskRequest(sync_task_id=task_id))
+    for _ in range(3):  # held while STOPPED, as CreateSyncEvents keys are
+        assert notify(sync, task_id, formats.minio(src, [Change("same key")]))["accepted"] == 1
+    assert sync.show(task_id).monthly_acceptance_request == 3
+    sync.client.start_sync_task(StartSyncTaskRequest(sync_task_id=task_id, body=StartSyncTaskReq(
+        src_ak=moto_s3.access_key, src_sk=moto_s3.secret_key, dst_ak=moto_s3.access_key, dst_sk=moto_s3.secret_key)))
+    task = sync.wait_settled(task_id)
+    assert (task.monthly_success_object, task.monthly_skip_object, task.monthly_failure_object) == (1, 2, 0)
+    assert destination_keys(moto_s3, dst) == {"same key": body_for("same key")}
