@@ -143,23 +143,21 @@ def test_other_project_cannot_see_or_change_it(client: Any, other_client: Any) -
     assert client.show_task(ShowTaskRequest(task_id=task_id)).status == 2
 
 
-VALID = {
-    "task_type": "prefix",
-    "src_node": {"region": "cn-hangzhou", "ak": "a", "sk": "s", "bucket": "b", "object_key": [""]},
-    "dst_node": {"region": "cn-north-4", "ak": "a", "sk": "s", "bucket": "d"},
-}
+SRC: dict[str, Any] = {"region": "cn-hangzhou", "ak": "a", "sk": "s", "bucket": "b", "object_key": [""]}
+DST: dict[str, Any] = {"region": "cn-north-4", "ak": "a", "sk": "s", "bucket": "d"}
+VALID: dict[str, Any] = {"task_type": "prefix", "src_node": SRC, "dst_node": DST}
 
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"task_type": "bogus"}, "task_type"),
     ({"src_node": None}, "src_node"),
-    ({"src_node": {**VALID["src_node"], "object_key": "not-a-list"}}, "src_node.object_key"),
-    ({"src_node": {**VALID["src_node"], "object_key": [1]}}, "src_node.object_key.0"),
-    ({"src_node": {**VALID["src_node"], "ak": "x" * 101}}, "src_node.ak"),
-    ({"src_node": {**VALID["src_node"], "cloud_type": "Nowhere"}}, "src_node.cloud_type"),
-    ({"task_type": "object", "src_node": {**VALID["src_node"], "object_key": [""]}}, "src_node.object_key[0]"),
+    ({"src_node": {**SRC, "object_key": "not-a-list"}}, "src_node.object_key"),
+    ({"src_node": {**SRC, "object_key": [1]}}, "src_node.object_key.0"),
+    ({"src_node": {**SRC, "ak": "x" * 101}}, "src_node.ak"),
+    ({"src_node": {**SRC, "cloud_type": "Nowhere"}}, "src_node.cloud_type"),
+    ({"task_type": "object", "src_node": {**SRC, "object_key": [""]}}, "src_node.object_key[0]"),
     ({"task_type": "list"}, "src_node.list_file"),
-    ({"src_node": {**VALID["src_node"], "list_file": {"list_file_key": "l", "obs_bucket": "b"}}}, "src_node.list_file"),
+    ({"src_node": {**SRC, "list_file": {"list_file_key": "l", "obs_bucket": "b"}}}, "src_node.list_file"),
     ({"migrate_since": -1}, "migrate_since"),
     ({"migrate_since": 2**70}, "migrate_since"),
     ({"bandwidth_policy": [{"start": "25:00", "end": "01:00", "max_bandwidth": 2_000_000}]}, "bandwidth_policy[0]"),
@@ -168,9 +166,9 @@ VALID = {
     ({"enable_restore": True}, "enable_restore"),
     ({"enable_requester_pays": True}, "enable_requester_pays"),
     ({"task_priority": "HIGH"}, "task_priority"),
-    ({"src_node": {**VALID["src_node"], "security_token": "t"}}, "src_node.security_token"),
-    ({"dst_node": {**VALID["dst_node"], "crypto_type": "KMS"}}, "dst_node.crypto_type"),
-    ({"dst_node": {**VALID["dst_node"], "region": "nowhere-1"}}, "dst_node.region"),
+    ({"src_node": {**SRC, "security_token": "t"}}, "src_node.security_token"),
+    ({"dst_node": {**DST, "crypto_type": "KMS"}}, "dst_node.crypto_type"),
+    ({"dst_node": {**DST, "region": "nowhere-1"}}, "dst_node.region"),
 ])
 def test_malformed_create_is_refused_naming_the_field(api_server: OmsyncServer, keys: dict[str, Any],
                                                       change: dict[str, Any], field: str) -> None:
