@@ -404,6 +404,7 @@ def test_delete_storm_trips_the_breaker_until_resumed(moto_s3: S3Server, sync: S
                                         "secret_key": sync.key["secret_key"]})
         page = browser.get(f"/ui/tasks/{task_id}")
         assert page.status_code == 200 and 'id="delete-breaker"' in page.text and "paused" in page.text
+        assert "deletes paused" in browser.get("/ui/tasks").text
     resumed = api(sync, "POST", f"/{task_id}/deletes/resume", {})
     assert resumed.status_code == 200 and resumed.json()["breaker_tripped"] is False
     wait_for(lambda: destination_keys(moto_s3, dst) == {}, what="the resumed deletes")

@@ -398,9 +398,10 @@ async def task_list(request: Request) -> Response:
     monthly = await views.totals_by_task(services.db, [r["id"] for r in rows], month_start, month_end)
     pages = max(1, -(-total // _PAGE_SIZE))
     migrations, migration_count = await recent_views(services, session.project_id)
+    deletes_paused = set(await NotificationLedger(services.db).tripped_tasks())
     return _render("tasks.html", session=session, tasks=rows, monthly=monthly, total=total, page=page,
                    pages=pages, status_filter=status, month_start=month_start, migrations=migrations,
-                   migration_count=migration_count)
+                   migration_count=migration_count, deletes_paused=deletes_paused)
 
 
 def _redactor(secrets: list[str]) -> Callable[[str | None], str | None]:
