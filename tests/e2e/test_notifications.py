@@ -299,6 +299,17 @@ def test_signed_endpoint_refusals(moto_s3: S3Server, sync: Sync) -> None:
     unsigned = httpx.post(f"{sync.server.url}/v2/{PROJECT}/sync-tasks/{task_id}/notifications",
                           json=formats.s3(src, [Change("a")]))
     assert unsigned.status_code == 401
+    # Another project's credentials: refused on this project's path, and the task unknown on theirs.
+    other = sync.server.create_key("another0123456789abcdef01234567")
+    body = json.dumps(formats.s3(src, [Change("a")])).encode()
+    for project, status in ((PROJECT, 403), (other["project_id"], 404)):
+        response = signed_request(sync.server.url, "POST", f"/v2/{project}/sync-tasks/{task_id}/notifications",
+                                  ak=other["access_key"], sk=other["secret_key"], project_id=project, body=body)
+        assert response.status_code == status, response.text
+        webhook_path = f"/v2/{project}/sync-tasks/{task_id}/webhook"
+        assert signed_request(sync.server.url, "POST", webhook_path, ak=other["access_key"], sk=other["secret_key"],
+                              project_id=project).status_code == status
+    assert sync.show(task_id).monthly_acceptance_request == 0
 
 
 # -- delete propagation ------------------------------------------------------------------------------------
