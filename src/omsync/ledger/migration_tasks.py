@@ -267,8 +267,11 @@ class MigrationRepository:
             status = PAUSING if copying else STOPPED
             conn.execute(update(sync_tasks).where(sync_tasks.c.id == row.sync_task_id)
                          .values(status=TaskStatus.STOPPED.value))
+            # The listing lease is dropped: its holder stops at its next page (nothing written),
+            # and whichever process lists after a start resumes from the checkpoint at once.
             conn.execute(update(migration_tasks).where(migration_tasks.c.id == task_id).values(
-                status=status, run_ms=migration_tasks.c.run_ms + (at - (row.run_started or at)), run_started=None))
+                status=status, run_ms=migration_tasks.c.run_ms + (at - (row.run_started or at)), run_started=None,
+                list_owner=None, list_lease_until=0))
             return status
 
         return await self.db.run_write(stop_tx)
