@@ -32,8 +32,9 @@ log = logging.getLogger("omsync.engine.restore")
 SOURCE_ARCHIVED = "source_archived"
 ARCHIVE_TIERS = frozenset({"ARCHIVE", "DEEP_ARCHIVE"})
 S3_ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-# What S3-compatible stores answer when an archived object is read or copied.
-_ARCHIVED_CODES = frozenset({"InvalidObjectState", "ObjectNotInActiveTierError"})
+# What stores answer when an archived object is read or copied: S3-compatible ones, and Azure
+# for a blob in the Archive tier (which omsync does not rehydrate: it fails as source_archived).
+_ARCHIVED_CODES = frozenset({"InvalidObjectState", "ObjectNotInActiveTierError", "BlobArchived"})
 # A store that says an object is restored and still refuses to read it: after this many looks
 # at it since its restore was requested, the read's error is classified as usual.
 MAX_LOOKS_WHEN_DONE = 64
