@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -27,6 +28,8 @@ from huaweicloudsdkoms.v2 import (
     StopSyncTaskRequest,
     StopTaskRequest,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.api.conftest import PROJECT
 from tests.omsync_server import OmsyncServer
@@ -193,3 +196,36 @@ def test_malformed_requests_get_400_never_500(api_server: OmsyncServer, keys: di
     response = raw(api_server, keys, method, path, body, query)
     assert response.status_code == 400, response.text
     assert response.json()["error_code"] == "OMS.0064"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=15), children, max_size=3),
+    max_leaves=10,
+)
+node_fields = st.sampled_from(["cloud_type", "region", "ak", "sk", "bucket", "object_key", "list_file", "save_prefix",
+                               "crypto_type", "security_token", "app_id"])
+bodies = st.fixed_dictionaries({}, optional={
+    "task_type": st.sampled_from(["object", "prefix", "list", "url_list", "x"]) | json_values,
+    "src_node": st.dictionaries(node_fields, json_values, max_size=6) | json_values,
+    "dst_node": st.dictionaries(node_fields, json_values, max_size=6) | json_values,
+    "migrate_since": json_values, "bandwidth_policy": json_values, "description": json_values,
+    "object_overwrite_mode": json_values, "consistency_check": json_values, "enable_restore": json_values,
+})
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(["GET", "POST", "DELETE"]),
+       path=st.sampled_from(["/tasks", "/tasks/{id}", "/tasks/{id}/start", "/tasks/{id}/stop"]),
+       task=st.text(min_size=1, max_size=25).filter(lambda t: "/" not in t) | st.integers(0, 2**70).map(str),
+       body=bodies,
+       query=st.lists(st.tuples(st.sampled_from(["limit", "offset", "status", "group_id", "task_name"]),
+                                st.text(max_size=12)), max_size=3))
+def test_random_signed_requests_never_500(api_server: OmsyncServer, keys: dict[str, Any], method: str, path: str,
+                                          task: str, body: dict[str, Any], query: list[tuple[str, str]]) -> None:
+    response = raw(api_server, keys, method, path.replace("{id}", quote(task, safe="")),
+                   json.dumps(body).encode(), query)
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+    if response.status_code >= 400:
+        assert response.json()["error_code"] and response.json()["error_msg"]
