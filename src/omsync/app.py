@@ -23,8 +23,10 @@ from omsync.api import errors
 from omsync.api.errors import OmsError, error_response
 from omsync.api.migration_tasks import router as migration_tasks_router
 from omsync.api.notifications import router as notifications_router
+from omsync.api.prechecks import router as prechecks_router
 from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
+from omsync.composition import open_services
 from omsync.config import Settings
 from omsync.domain.errors import DomainError
 from omsync.ledger import views
@@ -225,7 +227,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         own = services is None
         if own:
             log_endpoint_overrides(settings)
-        app.state.services = services if services is not None else await Services.open(settings)
+        app.state.services = services if services is not None else await open_services(settings)
         runner = None
         if own and settings.workers > 0:
             from omsync.runtime import start_copying
@@ -277,13 +279,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if settings.metrics_token is not None and not _bearer_matches(request, settings.metrics_token.get_secret_value()):
             return Response("metrics need a bearer token\n", status_code=401, media_type="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="omsync metrics"'})
-        db = request.app.state.services.db
-        await metrics.refresh_pending(lambda: views.pending_keys_by_task(db))
-        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+        services = request.app.state.services
+        await services.gauges.refresh_pending(lambda: views.pending_keys_by_task(services.db))
+        return Response(services.gauges.render(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(router)
     app.include_router(migration_tasks_router)
     app.include_router(notifications_router)
+    app.include_router(prechecks_router)
     app.include_router(web_router)
 
     @app.get("/", response_model=ListApiVersionsResponse)

@@ -48,7 +48,6 @@ import contextlib
 import logging
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
@@ -231,7 +230,6 @@ def forget_task(task_id: str) -> None:
         if remove is not None:
             with contextlib.suppress(KeyError, ValueError):
                 remove({"task_id": task_id})
-    _pending.pop(task_id, None)
 
 
 # -- state read at scrape time --------------------------------------------------------------------
@@ -245,70 +243,124 @@ class SlotSource(Protocol):
         ...
 
 
-_engines: weakref.WeakSet[SlotSource] = weakref.WeakSet()
-_pending: dict[str, int] = {}
-
-
-def track_engine(engine: SlotSource) -> None:
-    """Report ``engine``'s slots and in-flight keys until :func:`untrack_engine` (held weakly)."""
-    _engines.add(engine)
-
-
-def untrack_engine(engine: SlotSource) -> None:
-    """Stop reporting ``engine`` (it stopped)."""
-    _engines.discard(engine)
-
-
-async def refresh_pending(read_counts: Callable[[], Awaitable[Mapping[str, int]]]) -> bool:
-    """Take every task's pending-key count from ``read_counts`` (the ledger's read model, e.g.
-    :func:`omsync.ledger.views.pending_keys_by_task`) for the next :func:`render`.
-
-    On failure or after ``PENDING_QUERY_TIMEOUT_SECONDS`` the previous values stay (and
-    ``omsync_metrics_refresh_errors_total`` counts it); returns whether the values are fresh.
-    """
-    global _pending
-    try:
-        async with asyncio.timeout(PENDING_QUERY_TIMEOUT_SECONDS):
-            counts = await read_counts()
-    except Exception:
-        REFRESH_ERRORS.inc()
-        log.warning("reading pending keys for /metrics failed; serving the previous values", exc_info=True)
-        return False
-    _pending = {str(task_id): int(n) for task_id, n in counts.items()}
-    return True
-
-
 # Multiprocess mode: what each worker process publishes about its engines (summed over the
 # living processes at scrape time).
 _SLOTS = Gauge("omsync_worker_slots_published", "Copy slots of a worker process.", registry=None,
                multiprocess_mode="livesum")
 _INFLIGHT = Gauge("omsync_task_keys_inflight_published", "Keys a worker process is copying.", ["task_id"],
                   registry=None, multiprocess_mode="livesum")
-_published: set[str] = set()
 
 
-def publish_slots() -> None:
-    """Multiprocess mode, in a worker process: record this process's slots and in-flight keys
-    per task for the API process's ``/metrics`` (called every second)."""
-    slots, inflight = _slot_usage()
-    _SLOTS.set(slots)
-    for task_id in _published - set(inflight):
-        _INFLIGHT.labels(task_id).set(0)
-    for task_id, n in inflight.items():
-        _INFLIGHT.labels(task_id).set(n)
-    _published.clear()
-    _published.update(inflight)
+class ProcessGauges(Collector):
+    """The gauges of one process computed at scrape time: copy slots and in-flight keys of the
+    engines it tracks (or, in multiprocess mode, of what the worker processes published), and
+    the pending keys per task from the last :meth:`refresh_pending`. Built by the composition
+    root (one per ``Services``) and handed to the engines it builds; :meth:`render` is the
+    process's exposition."""
 
+    def __init__(self) -> None:
+        self._engines: list[SlotSource] = []
+        self._pending: dict[str, int] = {}
+        self._published: set[str] = set()
 
-def _slot_usage() -> tuple[int, dict[str, int]]:
-    slots = 0
-    inflight: dict[str, int] = {}
-    for engine in list(_engines):
-        total, per_task = engine.slot_usage()
-        slots += total
-        for task_id, n in per_task.items():
-            inflight[task_id] = inflight.get(task_id, 0) + n
-    return slots, inflight
+    def track(self, engine: SlotSource) -> None:
+        """Report ``engine``'s slots and in-flight keys until :meth:`untrack`."""
+        if engine not in self._engines:
+            self._engines.append(engine)
+
+    def untrack(self, engine: SlotSource) -> None:
+        """Stop reporting ``engine`` (it stopped)."""
+        if engine in self._engines:
+            self._engines.remove(engine)
+
+    def forget(self, task_id: str) -> None:
+        """Drop a deleted task's pending count (and its per-task series: :func:`forget_task`)."""
+        forget_task(task_id)
+        self._pending.pop(task_id, None)
+
+    async def refresh_pending(self, read_counts: Callable[[], Awaitable[Mapping[str, int]]]) -> bool:
+        """Take every task's pending-key count from ``read_counts`` (the ledger's read model,
+        :func:`omsync.ledger.views.pending_keys_by_task`) for the next :meth:`render`.
+
+        On failure or after ``PENDING_QUERY_TIMEOUT_SECONDS`` the previous values stay (and
+        ``omsync_metrics_refresh_errors_total`` counts it); returns whether the values are fresh.
+        """
+        try:
+            async with asyncio.timeout(PENDING_QUERY_TIMEOUT_SECONDS):
+                counts = await read_counts()
+        except Exception:
+            REFRESH_ERRORS.inc()
+            log.warning("reading pending keys for /metrics failed; serving the previous values", exc_info=True)
+            return False
+        self._pending = {str(task_id): int(n) for task_id, n in counts.items()}
+        return True
+
+    def publish_slots(self) -> None:
+        """Multiprocess mode, in a worker process: record this process's slots and in-flight
+        keys per task for the API process's ``/metrics`` (called every second)."""
+        slots, inflight = self._slot_usage()
+        _SLOTS.set(slots)
+        for task_id in self._published - set(inflight):
+            _INFLIGHT.labels(task_id).set(0)
+        for task_id, n in inflight.items():
+            _INFLIGHT.labels(task_id).set(n)
+        self._published.clear()
+        self._published.update(inflight)
+
+    def _slot_usage(self) -> tuple[int, dict[str, int]]:
+        slots = 0
+        inflight: dict[str, int] = {}
+        for engine in list(self._engines):
+            total, per_task = engine.slot_usage()
+            slots += total
+            for task_id, n in per_task.items():
+                inflight[task_id] = inflight.get(task_id, 0) + n
+        return slots, inflight
+
+    def collect(self, published: Iterable[Metric] | None = None) -> Iterable[Metric]:
+        """The gauges; ``published``: the multiprocess families the worker processes wrote."""
+        if published is None:
+            slots, inflight = self._slot_usage()
+        else:
+            slots, inflight = _published_usage(published)
+        busy = sum(inflight.values())
+        pending = GaugeMetricFamily("omsync_task_keys_pending",
+                                    "Keys accepted and without a final outcome yet (in flight included).",
+                                    labels=["task_id"])
+        for task_id, n in sorted(self._pending.items()):
+            pending.add_metric([task_id], n)
+        yield pending
+        running = GaugeMetricFamily("omsync_task_keys_inflight", "Keys this process is copying right now.",
+                                    labels=["task_id"])
+        for task_id, n in sorted(inflight.items()):
+            running.add_metric([task_id], n)
+        yield running
+        yield GaugeMetricFamily("omsync_worker_slots", "Copy slots of the running engines in this process.",
+                                value=slots)
+        yield GaugeMetricFamily("omsync_worker_slots_busy", "Copy slots busy with a key right now.", value=busy)
+        yield GaugeMetricFamily("omsync_worker_utilization_ratio", "Busy copy slots / copy slots (0 without workers).",
+                                value=busy / slots if slots else 0.0)
+
+    def render(self) -> bytes:
+        """The exposition of :data:`REGISTRY` and these gauges in the Prometheus text format
+        (:data:`CONTENT_TYPE`), or in multiprocess mode the sum over every process of ``serve``.
+        Call :meth:`refresh_pending` first for current pending counts."""
+        if not MULTIPROCESS:
+            return generate_latest(_merged(list(REGISTRY.collect()), self.collect()))
+        from prometheus_client import multiprocess
+
+        files = CollectorRegistry()
+        multiprocess.MultiProcessCollector(files)  # type: ignore[no-untyped-call]
+        collected = list(files.collect())
+        families = [f for f in collected if not f.name.endswith("_published")]
+        published = [f for f in collected if f.name.endswith("_published")]
+        # Families nobody has recorded into yet are still announced (HELP and TYPE), as in one process.
+        seen = {f.name for f in families}
+        for family in REGISTRY.collect():
+            if family.name not in seen and family.type in ("counter", "histogram", "gauge"):
+                empty = Metric(family.name, family.documentation, family.type)
+                families.append(empty)
+        return generate_latest(_merged(families, self.collect(published)))
 
 
 def _published_usage(families: Iterable[Metric]) -> tuple[int, dict[str, int]]:
@@ -324,69 +376,17 @@ def _published_usage(families: Iterable[Metric]) -> tuple[int, dict[str, int]]:
     return slots, inflight
 
 
-class _StateCollector(Collector):
-    """Gauges computed at scrape time from the engines (or, in multiprocess mode, from what the
-    worker processes published) and the cached pending counts."""
+def _merged(*parts: Iterable[Metric]) -> CollectorRegistry:
+    """A registry exposing the given families, in order."""
+    families = [family for part in parts for family in part]
 
-    def __init__(self, published: Iterable[Metric] | None = None) -> None:
-        self._published = published
-
-    def collect(self) -> Iterable[Metric]:
-        if self._published is None:
-            slots, inflight = _slot_usage()
-        else:
-            slots, inflight = _published_usage(self._published)
-        busy = sum(inflight.values())
-        pending = GaugeMetricFamily("omsync_task_keys_pending",
-                                    "Keys accepted and without a final outcome yet (in flight included).",
-                                    labels=["task_id"])
-        for task_id, n in sorted(_pending.items()):
-            pending.add_metric([task_id], n)
-        yield pending
-        running = GaugeMetricFamily("omsync_task_keys_inflight", "Keys this process is copying right now.",
-                                    labels=["task_id"])
-        for task_id, n in sorted(inflight.items()):
-            running.add_metric([task_id], n)
-        yield running
-        yield GaugeMetricFamily("omsync_worker_slots", "Copy slots of the running engines in this process.",
-                                value=slots)
-        yield GaugeMetricFamily("omsync_worker_slots_busy", "Copy slots busy with a key right now.", value=busy)
-        yield GaugeMetricFamily("omsync_worker_utilization_ratio", "Busy copy slots / copy slots (0 without workers).",
-                                value=busy / slots if slots else 0.0)
-
-
-REGISTRY.register(_StateCollector())
-
-
-def render() -> bytes:
-    """The exposition of :data:`REGISTRY` in the Prometheus text format (:data:`CONTENT_TYPE`),
-    or in multiprocess mode the sum over every process of ``serve``.
-    Call :func:`refresh_pending` first for current pending counts."""
-    if not MULTIPROCESS:
-        return generate_latest(REGISTRY)
-    from prometheus_client import multiprocess
-
-    files = CollectorRegistry()
-    multiprocess.MultiProcessCollector(files)  # type: ignore[no-untyped-call]
-    collected = list(files.collect())
-    families = [f for f in collected if not f.name.endswith("_published")]
-    published = [f for f in collected if f.name.endswith("_published")]
-    # Families nobody has recorded into yet are still announced (HELP and TYPE), as in one process.
-    seen = {f.name for f in families}
-    for family in REGISTRY.collect():
-        if family.name not in seen and family.type in ("counter", "histogram", "gauge") and \
-                family.name != "omsync_task_keys_pending":
-            empty = Metric(family.name, family.documentation, family.type)
-            families.append(empty)
-
-    class _Files(Collector):
+    class _Families(Collector):
         def collect(self) -> Iterable[Metric]:
             return families
 
     merged = CollectorRegistry()
-    merged.register(_Files())
-    merged.register(_StateCollector(published))
-    return generate_latest(merged)
+    merged.register(_Families())
+    return merged
 
 
 def process_exited(pid: int) -> None:

@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from omsync import metrics
+from omsync.composition import open_services, worker_parts
 from omsync.config import Settings
 from omsync.engine.deletes import DeletePropagator
 from omsync.engine.factory import StoreFactory
 from omsync.engine.migration import MigrationRunner, stop_quietly
 from omsync.engine.worker import Engine
-from omsync.ledger.migration_tasks import MigrationRepository
 from omsync.services import Services
 from omsync.supervisor import WorkerProcesses, watch_wake_pipe
 
@@ -45,14 +45,11 @@ async def start_workers(services: Services) -> WorkerRuntime:
     # Load the S3 client (awscrt) now, not inside the first copy: it takes ~0.3 s of CPU.
     import omsync.stores.s3  # noqa: F401
 
-    factory = StoreFactory(services.settings)
-    engine = Engine(services.settings, services.db, services.ledger, services.tasks, factory)
+    parts = worker_parts(services)  # built by the composition root
+    factory, engine, deletes, migrations = parts.factory, parts.engine, parts.deletes, parts.migrations
     services.listeners.append(engine)
     await engine.start()
-    deletes = DeletePropagator(services.settings, services.db, services.tasks, factory, engine.owner)
     await deletes.start()
-    migrations = MigrationRunner(services.settings, MigrationRepository(services.db, services.box), services.tasks,
-                                 factory, engine.owner, engine.notify)
     if services.settings.workers > 0:
         migrations.start()
     return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds,
@@ -86,7 +83,7 @@ async def start_copying(services: Services) -> WorkerRuntime | _ProcessRuntime:
 
 async def run_worker_until_signalled(settings: Settings, signals: Iterable[signal.Signals]) -> None:
     """Run workers until one of ``signals`` arrives, then stop claiming and drain gracefully."""
-    services = await Services.open(settings)
+    services = await open_services(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in signals:
@@ -95,7 +92,8 @@ async def run_worker_until_signalled(settings: Settings, signals: Iterable[signa
     # A child of ``serve``: woken through its pipe, and stopped when the API process is gone.
     watch_wake_pipe(loop, runtime.engine.notify, stop.set)
     log.info("worker started with %d copy slots", settings.workers)
-    publisher = asyncio.create_task(_publish_slots(), name="omsync-slot-metrics") if metrics.MULTIPROCESS else None
+    publisher = (asyncio.create_task(_publish_slots(services.gauges), name="omsync-slot-metrics")
+                 if metrics.MULTIPROCESS else None)
     try:
         await stop.wait()
         log.info("stopping: finishing in-flight copies")
@@ -106,11 +104,11 @@ async def run_worker_until_signalled(settings: Settings, signals: Iterable[signa
         await services.close()
 
 
-async def _publish_slots() -> None:
+async def _publish_slots(gauges: metrics.ProcessGauges) -> None:
     """Multiprocess metrics: this worker's slots and in-flight keys, every second."""
     while True:
         try:
-            metrics.publish_slots()
+            gauges.publish_slots()
         except Exception:
             log.debug("publishing slot metrics failed", exc_info=True)
         await asyncio.sleep(1.0)

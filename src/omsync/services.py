@@ -1,9 +1,9 @@
-"""The composition root: builds database, repositories, stores and engine from Settings."""
+"""The services of one process (database, ledger, repositories, metric gauges), as built by
+the composition root, :mod:`omsync.composition`."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,7 +11,6 @@ from omsync import metrics
 from omsync.config import Settings
 from omsync.db import Database
 from omsync.engine.factory import StoreFactory
-from omsync.ledger.migrate import upgrade
 from omsync.ledger.queue import Ledger
 from omsync.ledger.tasks import KeyRepository, TaskRepository
 from omsync.secrets import SecretBox
@@ -31,25 +30,19 @@ class Services:
     ledger: Ledger
     tasks: TaskRepository
     keys: KeyRepository
+    gauges: metrics.ProcessGauges
+    # How stores are made for the API's bucket checks (the composition root's choice).
+    store_factory: Callable[[Settings], StoreFactory]
     listeners: list[Notifier] = field(default_factory=list)
     _check_stores: StoreFactory | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
-        """Open the database (bringing its schema up to date when ``migrate``) and repositories."""
-        url = settings.resolved_database_url
-        if migrate:
-            await asyncio.to_thread(upgrade, url)
-        db = Database(url)
-        box = SecretBox.from_settings(settings)
-        return cls(
-            settings=settings,
-            db=db,
-            box=box,
-            ledger=Ledger(db, max_pending_per_task=settings.max_pending_per_task),
-            tasks=TaskRepository(db, box, max_tasks_per_project=settings.max_tasks_per_project),
-            keys=KeyRepository(db, box),
-        )
+        """Open the database (bringing its schema up to date when ``migrate``) and repositories:
+        :func:`omsync.composition.open_services`."""
+        from omsync.composition import open_services
+
+        return await open_services(settings, migrate=migrate)
 
     async def redrive(self, task_id: str, keys: Sequence[str] | None = None) -> int:
         """Re-drive a task's failed keys (all, or those named): counted, then workers woken.
@@ -69,7 +62,7 @@ class Services:
     def check_stores(self) -> StoreFactory:
         """Stores the API uses to check a new task's buckets (built on first use)."""
         if self._check_stores is None:
-            self._check_stores = StoreFactory(self.settings)
+            self._check_stores = self.store_factory(self.settings)
         return self._check_stores
 
     async def close(self) -> None:

@@ -84,7 +84,8 @@ async def test_zero_byte_object_is_copied() -> None:
 async def test_same_bucket_of_the_same_store_is_not_copied_onto_itself() -> None:
     store = MemoryStore(buckets=["b"])
     await put(store, "b", KEY, b"x")
-    outcome = await Copier(SMALL_LIMITS).copy(make_spec(src_bucket="b", dst_bucket="b"), KEY, store, store)
+    outcome = await Copier(SMALL_LIMITS).copy(make_spec(src_bucket="b", dst_bucket="b"), KEY, store, store,
+                                              server_side=True)
     assert (outcome.kind, outcome.reason) == (OutcomeKind.SKIP, "same_object")
     assert store.count("put") == 1
 
@@ -200,7 +201,7 @@ async def test_server_side_copy_without_any_crc_is_reported_unverifiable_by_crc6
     store = NoCrcStore(capabilities=SMALL_CAPS, buckets=["src", "dst"])
     await put(store, "src", KEY, b"server side")
     spec = make_spec(consistency_check=ConsistencyCheck.CRC64)
-    outcome = await Copier(SMALL_LIMITS).copy(spec, KEY, store, store)
+    outcome = await Copier(SMALL_LIMITS).copy(spec, KEY, store, store, server_side=True)
     assert outcome.kind is OutcomeKind.SUCCESS
     assert outcome.message and "unverifiable by CRC64" in outcome.message
     assert "verified by size_last_modified" in outcome.message
@@ -366,7 +367,7 @@ async def test_source_shorter_than_its_head_is_reported_as_changed() -> None:
 async def test_same_store_copies_server_side_without_reading_the_data() -> None:
     store = MemoryStore(capabilities=SMALL_CAPS, buckets=["src", "dst"])
     await put(store, "src", KEY, b"server side", content_type="text/plain")
-    outcome = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store)
+    outcome = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store, server_side=True)
     assert outcome.kind is OutcomeKind.SUCCESS
     assert outcome.message and "server-side copy" in outcome.message
     assert store.count("server_copy") == 1 and store.count("get") == 0
@@ -378,7 +379,7 @@ async def test_large_object_in_the_same_store_uses_part_copies() -> None:
     store = MemoryStore(capabilities=SMALL_CAPS, buckets=["src", "dst"])
     data = payload(50 * KIB, seed=7)
     await put(store, "src", KEY, data)
-    outcome = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store)
+    outcome = await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store, server_side=True)
     assert outcome.kind is OutcomeKind.SUCCESS
     assert store.count("upload_part_copy") == 7  # 50 KiB in 8 KiB parts
     assert store.count("get") == 0
@@ -390,7 +391,7 @@ async def test_failed_part_copy_aborts_the_upload() -> None:
     await put(store, "src", KEY, payload(50 * KIB, seed=8))
     store.fail("upload_part_copy", StoreError(ErrorKind.THROTTLED, "SlowDown", code="SlowDown"))
     with pytest.raises(CopyError):
-        await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store)
+        await Copier(SMALL_LIMITS).copy(make_spec(), KEY, store, store, server_side=True)
     assert await open_uploads(store) == []
     assert store.keys("dst") == []
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from omsync.composition import build_engine
 from omsync.config import Settings
 from omsync.domain.model import TaskLimits
 from omsync.engine.copier import Copier
@@ -53,9 +54,8 @@ class Rig:
 
     def engine(self, stores: Any = None, **settings: Any) -> Engine:
         merged = self.services.settings.model_copy(update=settings)
-        engine = Engine(merged, self.services.db, self.services.ledger, self.services.tasks,
-                        stores or FixedStores(self.src, self.dst), copier=Copier(SMALL_LIMITS),
-                        object_lists=False)
+        engine = build_engine(merged, self.services, stores or FixedStores(self.src, self.dst),
+                              copier=Copier(SMALL_LIMITS), object_lists=False)
         self.engines.append(engine)
         return engine
 

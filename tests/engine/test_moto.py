@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from omsync.composition import build_engine, store_factory
 from omsync.config import Settings
 from omsync.domain.model import CloudType, Credentials, OutcomeKind, TaskSpec
 from omsync.engine.copier import SRC_ETAG_META, SRC_MTIME_META, Copier, CopyLimits
 from omsync.engine.factory import StoreFactory
 from omsync.engine.retry import CopyError, Final, RetryPolicy
-from omsync.engine.worker import Engine
 from omsync.services import Services
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 from tests.engine.helpers import MIB, eventually, make_spec, payload
@@ -110,7 +110,8 @@ async def test_copy_on_moto(moto_s3: S3Server, factory: StoreFactory, size: int,
                                 Metadata={"owner": "alice"})
     spec = spec_for(src_bucket, dst_bucket, same_credentials=same_credentials, enable_metadata_migration=True)
     source, destination = await stores(factory, spec)
-    outcome = await copier(factory).copy(spec, key, source, destination)
+    outcome = await copier(factory).copy(spec, key, source, destination,
+                                          server_side=factory.server_side(spec))
     assert outcome.kind is OutcomeKind.SUCCESS and outcome.size == size
     expected = {(SMALL, False): "streamed", (LARGE, False): "streamed in 3 parts",
                 (SMALL, True): "server-side copy", (LARGE, True): "server-side multipart copy"}
@@ -129,7 +130,8 @@ async def test_copy_on_moto(moto_s3: S3Server, factory: StoreFactory, size: int,
         assert response["Metadata"][SRC_MTIME_META].endswith("Z")
     assert moto_s3.client().list_multipart_uploads(Bucket=dst_bucket).get("Uploads", []) == []
     # A second copy finds nothing to do.
-    again = await copier(factory).copy(spec, key, source, destination)
+    again = await copier(factory).copy(spec, key, source, destination,
+                                          server_side=factory.server_side(spec))
     assert (again.kind, again.reason) == (OutcomeKind.SKIP, "not_modified")
 
 
@@ -137,7 +139,8 @@ async def test_missing_source_on_moto_is_source_not_found(moto_s3: S3Server, fac
     spec = spec_for(bucket(moto_s3), bucket(moto_s3), same_credentials=False)
     source, destination = await stores(factory, spec)
     with pytest.raises(CopyError) as caught:
-        await copier(factory).copy(spec, "absent", source, destination)
+        await copier(factory).copy(spec, "absent", source, destination,
+                                          server_side=factory.server_side(spec))
     assert caught.value.kind is ErrorKind.NOT_FOUND
     verdict = RetryPolicy().decide(caught.value, 0)
     assert isinstance(verdict, Final) and verdict.outcome.reason == "source_not_found"
@@ -160,7 +163,8 @@ async def test_awkward_keys_round_trip_byte_exact_with_metadata(
 
     async def one(key: str) -> OutcomeKind:
         async with limit:
-            return (await copier(factory).copy(spec, key, source, destination)).kind
+            return (await copier(factory).copy(spec, key, source, destination,
+                                          server_side=factory.server_side(spec))).kind
 
     kinds = await asyncio.gather(*(one(key) for key in keys))
     assert set(kinds) == {OutcomeKind.SUCCESS}
@@ -191,7 +195,8 @@ async def test_keys_moto_cannot_hold_are_refused_up_front(moto_s3: S3Server, fac
         if kid not in refusals:
             continue
         with pytest.raises(CopyError) as caught:
-            await copier(factory).copy(spec, key, source, destination)
+            await copier(factory).copy(spec, key, source, destination,
+                                          server_side=factory.server_side(spec))
         verdict = RetryPolicy().decide(caught.value, 0)
         assert isinstance(verdict, Final) and verdict.outcome.reason == "unsupported_key", kid
 
@@ -203,8 +208,8 @@ async def test_engine_copies_events_into_moto_and_writes_object_lists(moto_s3: S
     settings = settings_for(moto_s3, tmp_path, workers=4, poll_interval_seconds=0.05,
                             object_list_interval_seconds=3600, retry_base_seconds=0.01, retry_max_seconds=0.05)
     services = await Services.open(settings)
-    made = StoreFactory(settings)
-    engine = Engine(settings, services.db, services.ledger, services.tasks, made)
+    made = store_factory(settings)
+    engine = build_engine(settings, services, made)
     try:
         src_bucket, dst_bucket = bucket(moto_s3), bucket(moto_s3)
         client = moto_s3.client()

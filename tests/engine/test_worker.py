@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from omsync.composition import build_engine
 from omsync.config import Settings
 from omsync.domain.model import TaskSpec
 from omsync.engine.copier import Copier
@@ -54,8 +55,8 @@ class Env:
 
     def engine(self, stores: Any = None, **settings: Any) -> Engine:
         merged = self.services.settings.model_copy(update=settings)
-        engine = Engine(merged, self.services.db, self.services.ledger, self.services.tasks,
-                        stores or FixedStores(self.src, self.dst), copier=Copier(SMALL_LIMITS))
+        engine = build_engine(merged, self.services, stores or FixedStores(self.src, self.dst),
+                              copier=Copier(SMALL_LIMITS))
         self.engines.append(engine)
         return engine
 

@@ -14,7 +14,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.js
 
 def exported_sample_names() -> set[str]:
     names: set[str] = set()
-    for family in metrics.REGISTRY.collect():
+    for family in [*metrics.REGISTRY.collect(), *metrics.ProcessGauges().collect()]:
         if family.type == "counter":
             names.add(family.name + "_total")
         elif family.type == "histogram":

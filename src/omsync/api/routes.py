@@ -249,7 +249,7 @@ async def show_sync_task(
 async def delete_sync_task(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
     """DeleteSyncTask: only a STOPPED task; removes its ledger and statistics."""
     await services.tasks.delete(project_id, sync_task_id)
-    metrics.forget_task(sync_task_id)
+    services.gauges.forget(sync_task_id)
     return Response(status_code=200)
 
 

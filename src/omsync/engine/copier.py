@@ -245,7 +245,7 @@ class Copier:
 
     async def copy(self, spec: TaskSpec, key: str, source: ObjectStore, destination: ObjectStore,
                    *, uploads: UploadTracker | None = None, bandwidth: Bandwidth | None = None,
-                   server_side: bool | None = None, listed_source: Known | None = None,
+                   server_side: bool = False, listed_source: Known | None = None,
                    listed_destination: Known | None = None) -> Outcome:
         """Copy ``key`` from ``spec.src_bucket`` in ``source`` to ``spec.dst_bucket`` in
         ``destination``.
@@ -258,7 +258,8 @@ class Copier:
         passing the chunk on, a server-side copy draws the object's size before asking for it.
 
         ``server_side`` says whether the destination store can read the source bucket itself
-        (same endpoint and credentials); ``None`` means "when both stores are the same object".
+        (same endpoint and credentials), as the composition root's store factory decides it
+        (``StoreProvider.server_side``); otherwise the bytes are streamed.
         ``listed_source`` / ``listed_destination`` are what a listing already settled about the
         key (:mod:`omsync.engine.prefetch`): a listed object or ``ABSENT``; ``None`` = unknown,
         HEAD it. A listed source lacks Content-Type and user metadata, so it is HEADed anyway
@@ -273,8 +274,7 @@ class Copier:
         retryable CORRUPT ``verify_failed`` after a bad copy was removed; the caller classifies
         it with the retry policy. Cancellation propagates after cleanup.
         """
-        same_store = source is destination if server_side is None else server_side
-        if same_store and spec.src_bucket == spec.dst_bucket:
+        if server_side and spec.src_bucket == spec.dst_bucket:
             return Outcome(OutcomeKind.SKIP, reason="same_object",
                            message="source and destination are the same object")
         self._check_key(key, source, Side.SOURCE)
@@ -297,7 +297,7 @@ class Copier:
         if not decision.copy:
             return Outcome(OutcomeKind.SKIP, reason=decision.reason, message=decision.note, size=src.size)
 
-        keep_metadata = (same_store and spec.enable_metadata_migration
+        keep_metadata = (server_side and spec.enable_metadata_migration
                          and src.size <= self.limits.multipart_threshold
                          and destination.capabilities.server_side_copy)
         if listed_source is not None and not keep_metadata:
@@ -306,7 +306,7 @@ class Copier:
             options = PutOptions(storage_class=_storage_class(spec, src), copy_metadata=True)
         else:
             options = self._options(spec, src, destination)
-        written = await self._write(spec, key, src, source, destination, options, same_store, uploads, bandwidth)
+        written = await self._write(spec, key, src, source, destination, options, server_side, uploads, bandwidth)
         note = await self._verify(spec, key, src, destination, written)
         message = f"{decision.reason}; {written.how}; {note}"
         if decision.note:

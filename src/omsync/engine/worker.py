@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from omsync import metrics
-from omsync.config import Settings
 from omsync.db import Database
 from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, OverwriteMode, TaskSpec
-from omsync.engine.copier import Copier, CopyLimits
+from omsync.engine.copier import Copier
 from omsync.engine.factory import addressed
 from omsync.engine.object_lists import ObjectListWriter
 from omsync.engine.ports import StoreProvider
@@ -45,7 +44,6 @@ from omsync.engine.restore import RestoreHandler, archived_error
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.engine.throttle import Throttles
 from omsync.ledger.queue import Claim, FinishResult, Ledger, TaskNotFound
-from omsync.ledger.restores import Restores
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 
@@ -188,52 +186,70 @@ def _settle(future: asyncio.Future[FinishResult], result: FinishResult | None = 
         future.set_result(result)
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine's loops need to know: ``workers`` copy slots (0: the engine does not
+    run), the lease of a claimed key, how often to look for work written by other processes,
+    and how often to write object lists."""
+
+    workers: int
+    lease_seconds: float
+    poll_interval_seconds: float
+    object_list_interval_seconds: float
+
+
 class Engine:
-    """``settings.workers`` concurrent copies of ledger keys, for as long as it runs.
+    """``config.workers`` concurrent copies of ledger keys, for as long as it runs.
 
     Use: ``await engine.start()``, call ``engine.notify()`` after committing events, and
-    ``await engine.stop(deadline)`` to drain. ``stores`` provides each task's stores (a
-    :class:`~omsync.engine.factory.StoreFactory`); the engine does not close it. ``copier``,
-    ``retry`` and ``owner`` default from ``settings``; ``object_lists`` turns the writing of
-    object lists into destination buckets on or off.
+    ``await engine.stop(deadline)`` to drain. Every part is given, built by the composition
+    root (:mod:`omsync.composition`): ``stores`` provides each task's stores (the engine does
+    not close it), ``copier`` copies one key, ``retry`` decides after a failure, ``throttles``
+    holds the tasks' rate limits, ``restorer`` handles archived sources, ``gauges`` (when
+    given) reports the engine's slots to the metrics while it runs; ``owner`` names its
+    leases; ``object_lists`` turns the writing of object lists into destination buckets on or off.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        config: EngineConfig,
         db: Database,
         ledger: Ledger,
         tasks: TaskRepository,
         stores: StoreProvider,
         *,
-        copier: Copier | None = None,
-        retry: RetryPolicy | None = None,
-        owner: str | None = None,
+        copier: Copier,
+        retry: RetryPolicy,
+        restorer: RestoreHandler,
+        owner: str,
+        throttles: Throttles | None = None,
+        gauges: metrics.ProcessGauges | None = None,
         object_lists: bool = True,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.db = db
         self.ledger = ledger
         self.tasks = tasks
         self.stores = stores
-        self.copier = copier or Copier(CopyLimits.from_settings(settings))
-        self.retry = retry or RetryPolicy.from_settings(settings)
-        self.owner = owner or new_owner_id()
+        self.copier = copier
+        self.retry = retry
+        self.owner = owner
+        self.gauges = gauges
         self.lists = ObjectListWriter(db, tasks, stores) if object_lists else None
         # Copies in flight beyond those whose outcomes are queued: outcomes still to come.
         self._finisher = _FinishBatcher(ledger, self.owner, busy=lambda: len(self._inflight))
-        self.restorer = RestoreHandler(settings, Restores(db), self.owner)
+        self.restorer = restorer
         self._wake = asyncio.Event()
         self._inflight: dict[int, Claim] = {}  # row id -> claim, for every key being copied
         self._jobs: dict[asyncio.Task[None], list[Claim]] = {}  # one job per claimed batch of a task
         self._specs: dict[str, tuple[float, TaskSpec]] = {}
-        self.throttles = Throttles()
+        self.throttles = throttles if throttles is not None else Throttles()
         self._limited: set[str] = set()  # tasks with any limit: a claim may have held keys back
         self._limits_due = 0.0
         self._backlog = False
         # With a backlog, claim again once this many slots are free rather than for every
         # slot that frees up: a bigger batch shares one listing and one ledger transaction.
-        self._refill = max(1, settings.workers // 2)
+        self._refill = max(1, config.workers // 2)
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
@@ -254,19 +270,20 @@ class Engine:
         per_task: dict[str, int] = {}
         for claim in list(self._inflight.values()):
             per_task[claim.task_id] = per_task.get(claim.task_id, 0) + 1
-        return self.settings.workers, per_task
+        return self.config.workers, per_task
 
     async def start(self) -> None:
-        """Start claiming and copying (nothing when ``settings.workers`` is 0). Idempotent."""
-        if self._claimer is not None or self.settings.workers <= 0:
+        """Start claiming and copying (nothing when ``config.workers`` is 0). Idempotent."""
+        if self._claimer is not None or self.config.workers <= 0:
             return
         self._stopping = False
         self._claimer = asyncio.create_task(self._claim_loop(), name="omsync-claimer")
         self._loops = [asyncio.create_task(self._renew_loop(), name="omsync-lease-renewer")]
         if self.lists is not None:
             self._loops.append(asyncio.create_task(
-                self.lists.run(self.settings.object_list_interval_seconds), name="omsync-object-lists"))
-        metrics.track_engine(self)
+                self.lists.run(self.config.object_list_interval_seconds), name="omsync-object-lists"))
+        if self.gauges is not None:
+            self.gauges.track(self)
 
     def notify(self) -> None:
         """Wake the claimer now: new events were committed (cheap; safe to call often)."""
@@ -302,7 +319,8 @@ class Engine:
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         self._claimer = None
-        metrics.untrack_engine(self)
+        if self.gauges is not None:
+            self.gauges.untrack(self)
         if self.lists is not None:
             try:
                 await asyncio.wait_for(self.lists.flush(), FINAL_LIST_FLUSH_SECONDS)
@@ -312,11 +330,11 @@ class Engine:
     # -- loops ----------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        lease = self.settings.lease_seconds
-        poll = self.settings.poll_interval_seconds
+        lease = self.config.lease_seconds
+        poll = self.config.poll_interval_seconds
         wait = poll
         while not self._stopping:
-            free = self.settings.workers - len(self._inflight)
+            free = self.config.workers - len(self._inflight)
             if free > 0 and (free >= self._refill or not self._backlog):
                 try:
                     await self._refresh_limits()
@@ -344,7 +362,7 @@ class Engine:
                     self._jobs[job] = batch
                     job.add_done_callback(self._jobs.pop)
                 self._backlog = len(claims) == free
-                if self._backlog and self.settings.workers - len(self._inflight) >= self._refill:
+                if self._backlog and self.config.workers - len(self._inflight) >= self._refill:
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -370,7 +388,7 @@ class Engine:
             log.exception("could not release %d keys; their leases will expire", len(claims))
 
     async def _renew_loop(self) -> None:
-        lease = self.settings.lease_seconds
+        lease = self.config.lease_seconds
         interval = max(0.05, lease / 3)
         while True:
             await asyncio.sleep(interval)
