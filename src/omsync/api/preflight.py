@@ -36,8 +36,10 @@ def _bucket_name(cloud: CloudType, bucket: str, app_id: str | None) -> str:
         return bucket
 
 
-def refusal(side: str, bucket: str, error: StoreError) -> OmsError:
-    """400 naming ``<side>_bucket``, the side in words and why it cannot be used."""
+def reason(error: StoreError) -> str:
+    """Why a bucket cannot be used, in the words of the refusals: ``bucket not found``,
+    ``access denied``, ``endpoint unreachable`` or ``cannot be used``, with the store's error
+    code and (shortened) message."""
     if error.kind is ErrorKind.NOT_FOUND:
         why = "bucket not found"
     elif error.kind is ErrorKind.PERMISSION:
@@ -47,10 +49,16 @@ def refusal(side: str, bucket: str, error: StoreError) -> OmsError:
     else:
         why = "cannot be used"
     code = f" [{error.code}]" if error.code and error.code != error.kind.value else ""
-    verb = "read" if side == "src" else "written"
-    detail = f"{SIDE_NAMES[side]} bucket {bucket!r} cannot be {verb} with the given credentials: {why}{code}"
     message = error.message if len(error.message) <= 300 else error.message[:299] + "…"
-    return invalid(f"{side}_bucket", f"{detail} ({message})")
+    return f"{why}{code} ({message})"
+
+
+def refusal(side: str, bucket: str, error: StoreError) -> OmsError:
+    """400 naming ``<side>_bucket``, the side in words and why it cannot be used."""
+    verb = "read" if side == "src" else "written"
+    return invalid(f"{side}_bucket",
+                   f"{SIDE_NAMES[side]} bucket {bucket!r} cannot be {verb} with the given credentials: "
+                   f"{reason(error)}")
 
 
 async def probe(stores: StoreFactory, side: str, cloud: CloudType, region: str, bucket: str,
@@ -85,4 +93,4 @@ async def check_buckets(stores: StoreFactory, *, timeout: float, app_id: str | N
             raise refusal(side, bucket, error)
 
 
-__all__ = ["check_buckets", "probe", "refusal"]
+__all__ = ["check_buckets", "probe", "reason", "refusal"]

@@ -600,6 +600,8 @@ class S3Store:
         virtual = self.addressing_style == "virtual" or (
             self.addressing_style == "auto" and _dns_compatible(bucket, self._tls))
         encoded = "" if key is None else quote(key, safe="/~")
+        if not bucket:  # the service itself (ListBuckets)
+            return self._netloc, f"{self._base_path}/"
         if virtual:
             return f"{bucket}.{self._netloc}", f"{self._base_path}/{encoded}"
         if key is None:
@@ -814,6 +816,13 @@ class S3Store:
         finally:
             if pending is not None:
                 pending.cancel()
+
+    async def list_buckets(self) -> list[str]:
+        """Names of the buckets these credentials own (ListBuckets, one request). Refused
+        credentials raise ``StoreError(PERMISSION)``, like any other request."""
+        response = await self._request("ListBuckets", "list buckets", "GET", "", None)
+        root = self._xml(response, "list buckets", "", None)
+        return [name.text or "" for name in root.iterfind("{*}Buckets/{*}Bucket/{*}Name")]
 
     async def restore(self, bucket: str, key: str, days: int = 1, tier: str = "Standard") -> bool:
         """RestoreObject: ask for a temporary readable copy of an archived object for ``days``.
