@@ -21,6 +21,7 @@ from tests.e2e.test_sync_s3 import body_for, moto_endpoints
 from tests.key_corpus import holdable
 from tests.rawhttp import signed_request
 from tests.servers import S3Server
+from tests.servers_azurite import AzuriteServer, azurite_fixture  # noqa: F401  (the azurite fixture)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -151,3 +152,30 @@ def test_a_restore_under_way_survives_a_restart(moto_s3: S3Server, make_sync: An
         assert s3.get_object(Bucket=dst, Key=key)["Body"].read() == body_for(key)
     listed = sync.client.list_sync_tasks(ListSyncTasksRequest())
     assert any(t.sync_task_id == task_id and t.enable_restore for t in listed.tasks)
+
+
+@pytest.mark.parametrize("enable_restore", [False, True], ids=["restore-off", "restore-on"])
+def test_an_azure_blob_in_the_archive_tier_fails_as_source_archived(
+        azurite: AzuriteServer, moto_s3: S3Server, make_sync: Any, enable_restore: bool) -> None:
+    # omsync does not rehydrate Azure blobs: with or without enable_restore they fail, saying why.
+    sync: Sync = make_sync({"Azure:*": azurite.account_url + "#azurite",
+                            "HuaweiCloud:moto": moto_s3.endpoint_url + "#moto"})
+    tag = "on" if enable_restore else "off"
+    container, dst = azurite.make_container(f"archived-{tag}"), moto_s3.make_bucket(f"from-azure-archive-{tag}")
+    from azure.storage.blob import BlobServiceClient
+
+    with BlobServiceClient(azurite.account_url,
+                           credential={"account_name": azurite.account, "account_key": azurite.key}) as service:
+        for key in ("cold/a b+c.txt", "warm.txt"):
+            service.get_blob_client(container, key).upload_blob(body_for(key))
+        service.get_blob_client(container, "cold/a b+c.txt").set_standard_blob_tier("Archive")
+    task_id = sync.create_task(src_cloud_type="Azure", src_region="eastus", src_bucket=container,
+                               src_ak=azurite.account, src_sk=azurite.key, dst_ak=moto_s3.access_key,
+                               dst_sk=moto_s3.secret_key, dst_region="moto", dst_bucket=dst,
+                               enable_restore=enable_restore)
+    sync.send(task_id, ["cold/a b+c.txt", "warm.txt"])
+    task = sync.wait_settled(task_id)
+    assert (task.monthly_success_object, task.monthly_failure_object) == (1, 1)
+    [failed] = failed_objects(sync, task_id)
+    assert (failed["key"], failed["reason"]) == ("cold/a b+c.txt", "source_archived")
+    assert ("cannot restore" in failed["message"]) is enable_restore
