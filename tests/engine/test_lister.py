@@ -85,3 +85,11 @@ async def test_prefixed_store_maps_keys_both_ways() -> None:
     assert (await prefixed.head("dst", "a//b")).size == 1
     limit = store.capabilities.max_key_bytes - len("save/é/".encode())
     assert prefixed.capabilities.max_key_bytes == limit
+
+
+def test_migrate_since_is_seconds_or_milliseconds() -> None:
+    from omsync.engine.migration import since_seconds
+
+    assert since_seconds(None) is None and since_seconds(0) is None
+    assert since_seconds(1_700_000_000) == 1_700_000_000
+    assert since_seconds(1_700_000_000_123) == 1_700_000_000

@@ -131,7 +131,8 @@ class MigrationRunner:
         list_store = await self.stores.destination(spec) if job.task_type == "list" else None
         async for page in pages(
             job.task_type, job.sources, source=source, bucket=spec.src_bucket, index=job.index, after=job.after,
-            offset=job.offset, migrate_since=job.migrate_since, list_file=job.list_file, list_store=list_store,
+            offset=job.offset, migrate_since=since_seconds(job.migrate_since), list_file=job.list_file,
+            list_store=list_store,
             plus_means_space=self.settings.key_plus_means_space,
         ):
             pending = await self.repository.record_page(
@@ -151,6 +152,14 @@ class MigrationRunner:
                 if renewed is None:
                     return
                 pending = renewed
+
+
+def since_seconds(value: int | None) -> int | None:
+    """``migrate_since`` in epoch seconds, as CreateTaskReq documents it; a value too large to be
+    seconds (after the year 5138) is taken as milliseconds, as ShowTaskResponse documents it."""
+    if not value:
+        return None
+    return value // 1000 if value > 10**11 else value
 
 
 async def stop_quietly(runner: MigrationRunner | None) -> None:
