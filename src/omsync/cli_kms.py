@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 if TYPE_CHECKING:
     from omsync.ledger.kms_keys import DataKeyInfo
@@ -80,7 +80,9 @@ def kms_list(
     if as_json:
         typer.echo(json.dumps([_info(k) for k in found]))
         return
-    table = Table("key id", "project", "alias", "version", "created (ms)", "rotated (ms)")
+    # The key id is what the other commands and the API take: never wrapped or cut.
+    table = Table(Column("key id", no_wrap=True, min_width=36), "project", "alias", "version", "created (ms)",
+                  "rotated (ms)")
     for k in found:
         table.add_row(k.key_id, k.project_id, k.alias or "", str(k.current_version), str(k.created_at),
                       str(k.rotated_at or ""))
