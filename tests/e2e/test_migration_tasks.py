@@ -61,24 +61,27 @@ def put_objects(server: S3Server, bucket: str, keys: list[str], body: Any = body
 
 
 def bucket_keys(server: S3Server, bucket: str, prefix: str = "") -> dict[str, int]:
-    """Every key under ``prefix`` (decoded byte-exact from a url-encoded listing) and its size."""
-    from urllib.parse import unquote
+    """Every key under ``prefix`` (decoded byte-exact from a url-encoded listing: servers encode a
+    space as ``+`` and a ``+`` as ``%2B``) and its size."""
+    from urllib.parse import unquote_plus
 
     found: dict[str, int] = {}
     pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, EncodingType="url")
     for page in pages:
         for item in page.get("Contents", []):
-            found[unquote(item["Key"])] = item["Size"]
+            found[unquote_plus(item["Key"])] = item["Size"]
     return found
 
 
 class Migrations:
     """The SDK client of a serve process for migration tasks."""
 
-    def __init__(self, sync: Sync, server: S3Server) -> None:
+    def __init__(self, sync: Sync, server: S3Server, dst_ak: str | None = None) -> None:
         self.sync = sync
         self.client = sync.client
         self.s3 = server
+        # moto takes any key: a different destination key makes the copies streamed.
+        self.dst_ak = dst_ak or server.access_key + "-dst"
 
     def create(self, src: str, dst: str, *, task_type: str = "prefix", object_key: list[str] | None = None,
                save_prefix: str | None = None, list_file: ListFile | None = None, **fields: Any) -> int:
@@ -87,7 +90,7 @@ class Migrations:
             task_type=task_type,
             src_node=SrcNodeReq(cloud_type="Aliyun", region=SRC_REGION, ak=s3.access_key, sk=s3.secret_key,
                                 bucket=src, object_key=object_key, list_file=list_file),
-            dst_node=DstNodeReq(ak=s3.access_key + "-dst", sk=s3.secret_key, region=DST_REGION, bucket=dst,
+            dst_node=DstNodeReq(ak=self.dst_ak, sk=s3.secret_key, region=DST_REGION, bucket=dst,
                                 save_prefix=save_prefix),
             **fields,
         )
@@ -111,7 +114,7 @@ class Migrations:
     def start(self, task_id: int) -> None:
         s3 = self.s3
         self.client.start_task(StartTaskRequest(task_id=task_id, body=StartTaskReq(
-            src_ak=s3.access_key, src_sk=s3.secret_key, dst_ak=s3.access_key + "-dst", dst_sk=s3.secret_key)))
+            src_ak=s3.access_key, src_sk=s3.secret_key, dst_ak=self.dst_ak, dst_sk=s3.secret_key)))
 
 
 @pytest.fixture(scope="module")
@@ -414,3 +417,23 @@ def test_sigkill_mid_listing_resumes_from_the_checkpoint(moto_s3: S3Server, kill
         after_restart = log.read().decode(errors="replace")
     listings = [line for line in after_restart.splitlines() if "/mig-kill-src?" in line and "list-type=2" in line]
     assert listings and all("start-after=" in line or "continuation-token=" in line for line in listings), listings
+
+
+def test_seaweedfs_prefix_migration_keeps_the_key_corpus_byte_exact(seaweed_s3: S3Server, make_sync: Any) -> None:
+    url = seaweed_s3.endpoint_url + "#seaweedfs"
+    sync: Sync = make_sync({f"Aliyun:{SRC_REGION}": url, f"HuaweiCloud:{DST_REGION}": url})
+    weed = Migrations(sync, seaweed_s3, dst_ak=seaweed_s3.access_key)  # SeaweedFS checks the keys
+    src, dst = seaweed_s3.make_bucket("mig-weed-src"), seaweed_s3.make_bucket("mig-weed-dst")
+    save_prefix = "into/here "
+    capabilities = resolve_endpoint("Aliyun", SRC_REGION, {f"Aliyun:{SRC_REGION}": url}).capabilities()
+    keys = [key for _, key in holdable(capabilities) if capabilities.key_problem(save_prefix + key) is None]
+    assert len(keys) >= 20
+    put_objects(seaweed_s3, src, keys)
+    task = weed.wait(weed.create(src, dst, object_key=[""], save_prefix=save_prefix))
+    assert task.status == 5, task
+    assert (task.total_num, task.successful_num) == (len(keys), len(keys))
+    copied = {k for k in bucket_keys(seaweed_s3, dst) if not k.startswith("oms/")}
+    assert copied == {save_prefix + k for k in keys}
+    s3 = seaweed_s3.client()
+    for key in keys:
+        assert s3.get_object(Bucket=dst, Key=save_prefix + key)["Body"].read() == body_for(key), key
