@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omsync import __version__, metrics
 from omsync.api import errors
 from omsync.api.errors import OmsError, error_response
+from omsync.api.kms_routes import router as kms_router
 from omsync.api.migration_tasks import router as migration_tasks_router
 from omsync.api.notifications import router as notifications_router
 from omsync.api.prechecks import router as prechecks_router
@@ -286,6 +287,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(migration_tasks_router)
     app.include_router(notifications_router)
+    app.include_router(kms_router)
     app.include_router(prechecks_router)
     app.include_router(web_router)
 

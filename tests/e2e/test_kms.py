@@ -137,3 +137,37 @@ def test_refusals_name_the_field(moto_s3: S3Server, seaweed_s3: S3Server, kms_sy
     mixed = kms_sync.create_task(**fields(src, dst, {**plain, "dst_ak": sealed["dst_ak"], "dst_sk": sealed["dst_sk"]},
                                           dst_crypto_type="KMS", dst_kms_key_id=mine))
     assert mixed
+
+
+def test_encrypting_over_the_api(moto_s3: S3Server, seaweed_s3: S3Server, kms_sync: Sync) -> None:
+    from tests.rawhttp import signed_request
+
+    def encrypt(key_id: str, body: Any, sk: str | None = None) -> Any:
+        return signed_request(kms_sync.server.url, "POST", f"/v2/{PROJECT}/kms-keys/{key_id}/encrypt",
+                              ak=kms_sync.key["access_key"], sk=sk or kms_sync.key["secret_key"], project_id=PROJECT,
+                              body=json.dumps(body).encode())
+
+    key_id = kms(kms_sync, "create", "--project-id", PROJECT)
+    plain = plain_credentials(moto_s3, seaweed_s3)
+    sealed = {}
+    for name, value in plain.items():
+        answer = encrypt(key_id, {"plaintext": value})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["key_id"] == key_id and answer.json()["version"] == 1
+        assert value not in answer.text
+        sealed[name] = answer.json()["ciphertext"]
+    src, dst = moto_s3.make_bucket("kms-src"), seaweed_s3.make_bucket("kms-dst-api")
+    put_sources(moto_s3, src, ["via-api.txt"])
+    task_id = kms_sync.create_task(**fields(src, dst, sealed, src_crypto_type="KMS", src_kms_key_id=key_id,
+                                            dst_crypto_type="KMS", dst_kms_key_id=key_id))
+    kms_sync.send(task_id, ["via-api.txt"])
+    task = kms_sync.wait_settled(task_id)
+    assert (task.monthly_success_object, task.monthly_failure_object) == (1, 0)
+
+    foreign = kms(kms_sync, "create", "--project-id", "another-project-0123456789abcdef")
+    for unknown in (foreign, "00000000-0000-4000-8000-000000000000"):
+        refused = encrypt(unknown, {"plaintext": "x"})
+        assert (refused.status_code, refused.json()["error_code"]) == (404, "OMSYNC.0404")
+    bad = encrypt(key_id, {"plaintext": ""})
+    assert bad.status_code == 400 and "plaintext" in bad.json()["error_msg"]
+    assert encrypt(key_id, {"plaintext": "x"}, sk="wrong").status_code == 401
