@@ -260,6 +260,9 @@ def full_run(moto_s3: S3Server, run: Run, tmp_path: Path, stack: contextlib.Exit
         outputs.add(f"CLI: kms encrypt {name}", done.stdout + done.stderr)
         assert done.returncode == 0, done.stderr
         sealed[name] = done.stdout.strip()
+    over_api = outputs.response("API: kms encrypt", run.api("POST", f"/kms-keys/{key_id}/encrypt",
+                                                            body={"plaintext": KMS_TASK["src_sk"]}))
+    assert over_api.status_code == 200 and over_api.json()["ciphertext"].startswith("okms1:1:")
     for name, args in {"rotate": ("rotate", key_id), "list": ("list", "--json")}.items():
         done = run.cli("kms", *args, *data_dir)
         outputs.add(f"CLI: kms {name}", done.stdout + done.stderr)
