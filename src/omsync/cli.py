@@ -15,10 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from omsync.cli_events import register as register_event_commands
 from omsync.cli_kms import register as register_kms_commands
 from omsync.cli_migration import register as register_migration_commands
 from omsync.cli_notifications import register as register_notification_commands
-from omsync.cli_ops import register as register_operator_commands
+from omsync.cli_stats import register as register_stats_commands
+from omsync.cli_tasks import register as register_task_commands
 
 if TYPE_CHECKING:  # pydantic-settings costs ~0.1 s to import: only commands that need it pay
     from omsync.config import Settings
@@ -196,7 +198,9 @@ def keys_token(
 
 # Registered after serve, worker and migrate, so that --help lists the service's own commands
 # first, then the operator commands that drive a running service.
-register_operator_commands(app)
+register_task_commands(app)
+register_event_commands(app)
+register_stats_commands(app)
 app.add_typer(keys_app, name="keys")
 register_kms_commands(app)
 register_migration_commands(app)

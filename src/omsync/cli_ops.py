@@ -1,7 +1,13 @@
-"""Operator commands that talk to a running omsync over its HTTP API (signed requests).
+"""The shared plumbing of the operator commands that talk to a running omsync over its HTTP
+API (signed requests): :class:`Ctx` and :func:`_api_command` (connection, client, output, exit
+codes), connection and profile resolution, the ``task`` command group object (``task_app``,
+which other modules add commands to), argument types, formatting helpers (times, keys,
+sparklines, key/value tables), time parsing and reading keys from arguments, files or stdin.
 
-``omsync task create|list|show|start|stop|delete|limits``, ``omsync events send``, ``omsync stats``,
-``omsync failed``, ``omsync retry``, ``omsync watch`` and ``omsync api`` (any endpoint).
+The command groups live beside it, each with ``register(app)``: :mod:`omsync.cli_tasks`
+(``omsync task create|list|show|start|stop|delete|limits``), :mod:`omsync.cli_events`
+(``omsync events send``) and :mod:`omsync.cli_stats` (``omsync stats``, ``failed``, ``retry``,
+``watch`` and ``api``, any endpoint).
 
 Connection settings, per field, come from the first of: the flags (``--endpoint``, ``--ak``,
 ``--sk``, ``--project-id``); the profile file when one is chosen explicitly (``--profile PATH``
@@ -34,13 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from omsync.domain.keys import encode_key_for_event
-from omsync.humanize import format_bytes
 
 if TYPE_CHECKING:
     # Imported where used: ``omsync serve`` and ``omsync keys`` need no HTTP client.
@@ -54,10 +58,8 @@ __all__ = [
     "EXIT_USAGE",
     "ConfigError",
     "Connection",
-    "events_app",
     "parse_time",
     "read_keys",
-    "register",
     "resolve_connection",
     "sparkline",
     "task_app",
@@ -70,14 +72,8 @@ EXIT_NOT_FOUND = 3
 EXIT_AUTH = 4
 EXIT_INTERRUPTED = 130
 
-DATA_TYPES = ("REQUEST", "SUCCESS", "FAILURE", "SKIP", "SIZE")
-FIVE_MINUTES_MS = 5 * 60 * 1000
 HOUR_MS = 60 * 60 * 1000
 DAY_MS = 24 * HOUR_MS
-MAX_HOURLY_WINDOW_MS = 999 * HOUR_MS  # the server answers at most 1000 hourly points
-GRANULARITIES = {"5m": ("FIVE_MINUTES", FIVE_MINUTES_MS), "1h": ("ONE_HOUR", HOUR_MS), "1d": ("ONE_DAY", DAY_MS)}
-_GRANULARITY_ALIASES = {"five_minutes": "5m", "one_hour": "1h", "one_day": "1d", "auto": "auto",
-                        "5m": "5m", "1h": "1h", "1d": "1d"}
 _SPARK = "▁▂▃▄▅▆▇█"
 _PROFILE_FIELDS = {"endpoint": "endpoint", "access_key": "access_key", "ak": "access_key",
                    "secret_key": "secret_key", "sk": "secret_key", "project_id": "project_id"}
@@ -351,23 +347,6 @@ DstSk = Annotated[str | None, typer.Option("--dst-sk", envvar="OMSYNC_DST_SK", h
                                            show_default=False)]
 
 
-def _task_rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [
-        ("sync_task_id", str(info["sync_task_id"])),
-        ("status", str(info["status"])),
-        ("source", f"{info['src_cloud_type']} {info['src_region']} {info['src_bucket']}"),
-        ("destination", f"{info['dst_cloud_type']} {info['dst_region']} {info['dst_bucket']}"),
-        ("description", info.get("description") or "-"),
-        ("created", fmt_time(info.get("create_time"))),
-        ("last started", fmt_time(info.get("last_start_time"))),
-        ("consistency check", str(info.get("consistency_check"))),
-        ("overwrite mode", str(info.get("object_overwrite_mode"))),
-        ("storage policy", str(info.get("dst_storage_policy") or "-")),
-        ("metadata migration", str(info.get("enable_metadata_migration"))),
-        ("restore archived", str(info.get("enable_restore"))),
-    ]
-
-
 def _kv_table(rows: Iterable[tuple[str, str]], title: str | None = None) -> Table:
     table = Table(show_header=False, title=title, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -377,98 +356,39 @@ def _kv_table(rows: Iterable[tuple[str, str]], title: str | None = None) -> Tabl
     return table
 
 
-@task_app.command("create")
-@_api_command
-def task_create(
-    *,
-    ctx: Ctx,
-    src_region: Annotated[str | None, typer.Option("--src-region", help="Source region.")] = None,
-    src_bucket: Annotated[str | None, typer.Option("--src-bucket", help="Source bucket (or directory for Local).")] = None,
-    dst_region: Annotated[str | None, typer.Option("--dst-region", help="Destination region.")] = None,
-    dst_bucket: Annotated[str | None, typer.Option("--dst-bucket", help="Destination bucket.")] = None,
-    src_ak: SrcAk = None,
-    src_sk: SrcSk = None,
-    dst_ak: DstAk = None,
-    dst_sk: DstSk = None,
-    src_cloud_type: Annotated[str | None, typer.Option(
-        "--src-cloud-type", help="AWS, Azure, Aliyun (server default), Tencent, HuaweiCloud, …, S3, Local.")] = None,
-    dst_cloud_type: Annotated[str | None, typer.Option(
-        "--dst-cloud-type", help="Destination cloud type (server default HuaweiCloud).")] = None,
-    description: Annotated[str | None, typer.Option("--description")] = None,
-    consistency_check: Annotated[str | None, typer.Option(
-        "--consistency-check", help="size_last_modified, crc64 or transmission.")] = None,
-    object_overwrite_mode: Annotated[str | None, typer.Option(
-        "--object-overwrite-mode",
-        help="NO_OVERWRITE, SIZE_LAST_MODIFIED_COMPARISON_OVERWRITE, CRC64_COMPARISON_OVERWRITE, FULL_OVERWRITE.")] = None,
-    dst_storage_policy: Annotated[str | None, typer.Option("--dst-storage-policy")] = None,
-    app_id: Annotated[str | None, typer.Option("--app-id")] = None,
-    enable_metadata_migration: Annotated[bool, typer.Option("--enable-metadata-migration")] = False,
-    enable_restore: Annotated[bool, typer.Option("--enable-restore")] = False,
-    body_file: Annotated[Path | None, typer.Option(
-        "--body", help="JSON file with CreateSyncTask fields; flags override it.")] = None,
-) -> None:
-    """Create a sync task (it starts at once). Secrets may come from OMSYNC_SRC_AK/SK, OMSYNC_DST_AK/SK."""
-    body: dict[str, Any] = {}
-    if body_file is not None:
-        try:
-            loaded = json.loads(body_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--body {body_file}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--body {body_file}: must hold a JSON object")
-        body.update(loaded)
-    flags: dict[str, Any] = {
-        "src_cloud_type": src_cloud_type, "src_region": src_region, "src_bucket": src_bucket,
-        "src_ak": src_ak, "src_sk": src_sk, "dst_cloud_type": dst_cloud_type, "dst_region": dst_region,
-        "dst_bucket": dst_bucket, "dst_ak": dst_ak, "dst_sk": dst_sk, "description": description,
-        "consistency_check": consistency_check, "object_overwrite_mode": object_overwrite_mode,
-        "dst_storage_policy": dst_storage_policy, "app_id": app_id,
-        "enable_metadata_migration": enable_metadata_migration or None, "enable_restore": enable_restore or None,
-    }
-    body.update({k: v for k, v in flags.items() if v is not None})
-    required = ("src_region", "src_bucket", "src_ak", "src_sk", "dst_region", "dst_bucket", "dst_ak", "dst_sk")
-    missing = [f"--{n.replace('_', '-')}" for n in required if not body.get(n)]
-    if missing:
-        raise ConfigError(f"missing {', '.join(missing)}")
-    task_id = ctx.client().create_task(body)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id})
-    else:
-        ctx.out.print(Text(f"created sync task {task_id}"))
+# -- times ---------------------------------------------------------------------------------------------
 
 
-@task_app.command("list")
-@_api_command
-def task_list(
-    *,
-    ctx: Ctx,
-    status: Annotated[str | None, typer.Option("--status", help="SYNCHRONIZING or STOPPED.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many tasks; 0 = all.")] = 0,
-    offset: Annotated[int, typer.Option("--offset", min=0, max=10000)] = 0,
-) -> None:
-    """List the project's sync tasks (all pages unless --limit)."""
-    client = ctx.client()
-    tasks: list[dict[str, Any]] = []
-    total = 0
-    while limit == 0 or len(tasks) < limit:
-        page_size = 100 if limit == 0 else min(100, limit - len(tasks))
-        page = client.list_tasks(limit=page_size, offset=offset + len(tasks), status=status)
-        total = page.count
-        tasks.extend(t.model_dump(mode="json") for t in page.tasks)
-        if not page.tasks or offset + len(tasks) >= page.count:
-            break
-    if ctx.as_json:
-        ctx.emit({"tasks": tasks, "count": total})
-        return
-    table = Table("sync task id", "status", "source", "destination", "created", "description")
-    table.columns[0].no_wrap = True
-    for t in tasks:
-        table.add_row(Text(t["sync_task_id"]), t["status"],
-                      Text(f"{t['src_cloud_type']}:{t['src_region']}/{t['src_bucket']}"),
-                      Text(f"{t['dst_cloud_type']}:{t['dst_region']}/{t['dst_bucket']}"),
-                      fmt_time(t["create_time"]), Text(t.get("description") or ""))
-    ctx.out.print(table)
-    ctx.out.print(f"{len(tasks)} of {total} task(s)")
+_RELATIVE = re.compile(r"([0-9]+)\s*(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
+
+
+def parse_time(value: str, now_ms: int) -> int:
+    """A point in time as epoch milliseconds.
+
+    Accepts ``now``; a plain number (epoch milliseconds); a duration ago such as ``90s``,
+    ``30m``, ``1h``, ``2d``, ``1w`` (optionally ``-1h``); or an ISO 8601 time (``2026-05-01``,
+    ``2026-05-01T12:00:00+02:00``; without an offset it is UTC). Raises :class:`ConfigError`.
+    """
+    text = value.strip()
+    if text.lower() == "now":
+        return now_ms
+    if text.isascii() and text.isdigit():
+        return int(text)
+    relative = _RELATIVE.fullmatch(text.lstrip("-").strip())
+    if relative:
+        return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read time {value!r}: use epoch ms, ISO 8601, or a duration like 1h, 30m, 2d") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _counters(show: Mapping[str, Any]) -> dict[str, int]:
@@ -485,168 +405,7 @@ def _counters(show: Mapping[str, Any]) -> dict[str, int]:
     return counters
 
 
-@task_app.command("show")
-@_api_command
-def task_show(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    query_time: Annotated[str | None, typer.Option(
-        "--query-time", help="Any time in the month to count (epoch ms, ISO, or relative like 30d); default now.")] = None,
-) -> None:
-    """Show a task and its monthly counters (calendar month, UTC)."""
-    at = parse_time(query_time, _now_ms()) if query_time else None
-    client = ctx.client()
-    show = client.show_task(task_id, query_time_ms=at).model_dump(mode="json")
-    # Keys failing now, apart from the month's FAILURE counter (which keeps counting failures
-    # that a retry has fixed since).
-    failing = client.list_failed(task_id, limit=1).count
-    show["failing_keys"] = failing
-    if ctx.as_json:
-        ctx.emit(show)
-        return
-    counters = _counters(show)
-    rows = [
-        *_task_rows(show),
-        ("requests (month)", f"{counters['request']:,}"),
-        ("succeeded (month)", f"{counters['success']:,}"),
-        ("failures (month, FAILURE counter)", f"{counters['failure']:,}"),
-        ("skipped (month)", f"{counters['skip']:,}"),
-        ("bytes copied (month)", format_bytes(counters["size"])),
-        ("pending", f"{counters['pending']:,}"),
-        ("keys failing now", "-" if failing is None else f"{failing:,}  (omsync failed {task_id})"),
-    ]
-    ctx.out.print(_kv_table(rows))
-
-
-@task_app.command("start")
-@_api_command
-def task_start(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    src_ak: SrcAk = None,
-    src_sk: SrcSk = None,
-    dst_ak: DstAk = None,
-    dst_sk: DstSk = None,
-) -> None:
-    """Start a STOPPED task; the source and destination keys must be given again."""
-    given = {"--src-ak": src_ak, "--src-sk": src_sk, "--dst-ak": dst_ak, "--dst-sk": dst_sk}
-    missing = [name for name, value in given.items() if not value]
-    if missing:
-        raise ConfigError(f"missing {', '.join(missing)} (or OMSYNC_SRC_AK, OMSYNC_SRC_SK, OMSYNC_DST_AK, OMSYNC_DST_SK)")
-    assert src_ak and src_sk and dst_ak and dst_sk
-    ctx.client().start_task(task_id, src_ak, src_sk, dst_ak, dst_sk)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "status": "SYNCHRONIZING"})
-    else:
-        ctx.out.print(Text(f"started sync task {task_id}"))
-
-
-@task_app.command("stop")
-@_api_command
-def task_stop(task_id: TaskArg, *, ctx: Ctx) -> None:
-    """Stop a task; events sent meanwhile are kept and copied after the next start."""
-    ctx.client().stop_task(task_id)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "status": "STOPPED"})
-    else:
-        ctx.out.print(Text(f"stopped sync task {task_id}"))
-
-
-@task_app.command("delete")
-@_api_command
-def task_delete(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
-    """Delete a STOPPED task with its ledger and statistics (asks first on a terminal)."""
-    if not yes and not ctx.as_json and sys.stdin.isatty() and not typer.confirm(f"Delete sync task {task_id}?"):
-        raise typer.Exit(EXIT_OK)
-    ctx.client().delete_task(task_id)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "deleted": True})
-    else:
-        ctx.out.print(Text(f"deleted sync task {task_id}"))
-
-
-_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
-_BYTE_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]*?)(?:/s)?")
-
-
-def parse_byte_rate(value: str) -> int:
-    """Bytes per second from ``1048576``, ``512K``, ``10M``, ``1.5GiB`` or ``10MiB/s`` (binary
-    units: K = KiB = 1024). Raises :class:`ConfigError`."""
-    match = _BYTE_RATE.fullmatch(value.strip().lower())
-    if match is None or match.group(2) not in _BYTE_UNITS:
-        raise ConfigError(f"cannot read byte rate {value!r}: use bytes per second, or K, M, G (binary units)")
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
-
-
-def _limit_text(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "unlimited"
-    if unit == "B/s":
-        return f"{format_bytes(int(value))}/s"
-    return f"{value:g}{unit}"
-
-
-@task_app.command("limits")
-@_api_command
-def task_limits(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    concurrency: Annotated[int | None, typer.Option(
-        "--concurrency", min=0, help="Copies of the task in flight at once, across all workers; 0 lifts the limit.",
-        show_default=False)] = None,
-    objects_per_second: Annotated[float | None, typer.Option(
-        "--objects-per-second", min=0, help="Keys started per second in each worker process; 0 lifts the limit.",
-        show_default=False)] = None,
-    bytes_per_second: Annotated[str | None, typer.Option(
-        "--bytes-per-second", help="Bytes per second in each worker process (e.g. 10M = 10 MiB/s); 0 lifts the limit.",
-        show_default=False)] = None,
-    clear: Annotated[bool, typer.Option("--clear", help="Lift every limit (then apply the options given).")] = False,
-) -> None:
-    """Show or change a task's limits; without options, show them. Options change only the
-    limits named (the others are kept unless --clear). Running workers apply changes within
-    about a second."""
-    client = ctx.client()
-    changing = clear or concurrency is not None or objects_per_second is not None or bytes_per_second is not None
-    if changing:
-        current = client.get_limits(task_id)
-        wanted: dict[str, Any] = {} if clear else {
-            "max_concurrency": current.max_concurrency,
-            "max_objects_per_second": current.max_objects_per_second,
-            "max_bytes_per_second": current.max_bytes_per_second,
-        }
-        if concurrency is not None:
-            wanted["max_concurrency"] = concurrency or None
-        if objects_per_second is not None:
-            wanted["max_objects_per_second"] = objects_per_second or None
-        if bytes_per_second is not None:
-            wanted["max_bytes_per_second"] = parse_byte_rate(bytes_per_second) or None
-        limits = client.set_limits(task_id, **wanted)
-    else:
-        limits = client.get_limits(task_id)
-    if ctx.as_json:
-        ctx.emit(limits.model_dump(mode="json"))
-        return
-    ctx.out.print(_kv_table([
-        ("max concurrency", _limit_text(limits.max_concurrency) + (" (all workers)" if limits.max_concurrency else "")),
-        ("objects per second", _limit_text(limits.max_objects_per_second)
-         + (" (per worker process)" if limits.max_objects_per_second else "")),
-        ("bytes per second", _limit_text(limits.max_bytes_per_second, "B/s")
-         + (" (per worker process)" if limits.max_bytes_per_second else "")),
-    ], title=f"limits of sync task {task_id}" + (" (updated)" if changing else "")))
-
-
-# -- events --------------------------------------------------------------------------------------------
-
-events_app = typer.Typer(help="Send sync events (changed object keys).", no_args_is_help=True)
-
+# -- keys from arguments, files or stdin --------------------------------------------------------------
 
 def read_keys(data: bytes, *, null: bool = False, strip_cr: bool = False, what: str = "line") -> tuple[list[str], list[str]]:
     """Split ``data`` into object keys: one per line, or NUL-separated when ``null``.
@@ -707,393 +466,3 @@ def _gather_keys(
     else:
         data = sys.stdin.buffer.read()
     return read_keys(data, null=null, strip_cr=strip_cr, what=what)
-
-
-@events_app.command("send")
-@_api_command
-def events_send(
-    task_id: TaskArg,
-    keys: Annotated[list[str] | None, typer.Argument(
-        metavar="KEY...", help="Object keys exactly as stored (not URL-encoded).", show_default=False)] = None,
-    *,
-    ctx: Ctx,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", "-f", help="Read keys from FILE (UTF-8, one per line; '-' = stdin).")] = None,
-    stdin: Annotated[bool, typer.Option("--stdin", help="Read keys from standard input.")] = False,
-    null: Annotated[bool, typer.Option(
-        "--null", "-0", help="Keys are NUL-separated (for keys containing newlines, e.g. find -print0).")] = False,
-    strip_cr: Annotated[bool, typer.Option("--strip-cr", help="Drop one trailing CR per line (CRLF files).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000, help="Keys per request.")] = 100,
-    skip: Annotated[int, typer.Option("--skip", min=0, help="Skip the first N keys (resume an interrupted run).")] = 0,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries per batch on 429/503 (backlog full).")] = 10,
-    progress: Annotated[bool, typer.Option(
-        "--progress/--no-progress", help="Progress bar (only on a terminal, never with --json).")] = True,
-) -> None:
-    """Send object keys as sync events, in batches, each key encoded so it arrives byte-exact.
-
-    Keys are the real object keys: spaces, '+', '%', unicode and control characters are sent as they are. A file holds one key per line; keys that contain a newline need NUL-separated input (--null with --stdin or --from-file). Every key is checked before anything is sent.
-    """
-    found, problems = _gather_keys(keys, from_file, stdin, null, strip_cr)
-    if problems:
-        shown = problems[:20]
-        more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
-        raise ConfigError(f"{len(problems)} illegal key(s), nothing sent: " + "; ".join(shown) + more)
-    todo = found[skip:]
-    if not todo:
-        raise ConfigError("no keys to send")
-    from omsync.client import ApiConnectionError, ApiError
-
-    client = ctx.client(max_retries=retries)
-    accepted = 0
-    started = time.monotonic()
-
-    def done(count: int) -> None:
-        nonlocal accepted
-        accepted = count
-
-    show_bar = progress and not ctx.as_json and ctx.err.is_terminal and len(todo) > batch_size
-    try:
-        if show_bar:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=ctx.err, transient=True) as bar:
-                job = bar.add_task("keys", total=len(todo))
-
-                def advance(count: int) -> None:
-                    done(count)
-                    bar.update(job, completed=count)
-
-                client.send_keys(task_id, todo, batch_size=batch_size, on_batch=advance)
-        else:
-            client.send_keys(task_id, todo, batch_size=batch_size, on_batch=done)
-    except (ApiError, ApiConnectionError) as exc:
-        code = exit_code_for(exc) if isinstance(exc, ApiError) else EXIT_API
-        error = exc.as_dict() if isinstance(exc, ApiError) else {"error_msg": str(exc)}
-        resume = skip + accepted
-        ctx.fail(code, f"{exc}\naccepted {accepted} of {len(todo)} key(s); resume with --skip {resume}",
-                 error, accepted=accepted, total=len(todo), resume_skip=resume)
-    except KeyboardInterrupt:
-        resume = skip + accepted
-        ctx.fail(EXIT_INTERRUPTED, f"interrupted: accepted {accepted} of {len(todo)} key(s); "
-                 f"resume with --skip {resume}", accepted=accepted, total=len(todo), resume_skip=resume)
-    seconds = round(time.monotonic() - started, 3)
-    batches = math.ceil(len(todo) / batch_size)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "keys": len(todo), "batches": batches, "seconds": seconds})
-    else:
-        ctx.out.print(Text(f"sent {len(todo):,} key(s) in {batches} batch(es) to sync task {task_id} in {seconds:.1f} s"))
-
-
-# -- stats ---------------------------------------------------------------------------------------------
-
-_RELATIVE = re.compile(r"([0-9]+)\s*(ms|s|m|h|d|w)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
-
-
-def parse_time(value: str, now_ms: int) -> int:
-    """A point in time as epoch milliseconds.
-
-    Accepts ``now``; a plain number (epoch milliseconds); a duration ago such as ``90s``,
-    ``30m``, ``1h``, ``2d``, ``1w`` (optionally ``-1h``); or an ISO 8601 time (``2026-05-01``,
-    ``2026-05-01T12:00:00+02:00``; without an offset it is UTC). Raises :class:`ConfigError`.
-    """
-    text = value.strip()
-    if text.lower() == "now":
-        return now_ms
-    if text.isascii() and text.isdigit():
-        return int(text)
-    relative = _RELATIVE.fullmatch(text.lstrip("-").strip())
-    if relative:
-        return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"cannot read time {value!r}: use epoch ms, ISO 8601, or a duration like 1h, 30m, 2d") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _fetch_series(
-    client: OmsyncClient, task_id: str, types: Sequence[str], start: int, end: int, granularity: str
-) -> tuple[str, int, dict[str, dict[int, int]]]:
-    """Counters per type as ``{bucket_start: value}`` in the granularity asked for.
-
-    The server answers in 5-minute buckets for ranges up to 24 h, hourly up to 1000 hours, and
-    refuses longer ranges; longer ranges are fetched in windows (a day for 5-minute points,
-    999 hours otherwise) and coarser points summed here.
-    """
-    window, align = (DAY_MS, FIVE_MINUTES_MS) if granularity == "5m" else (MAX_HOURLY_WINDOW_MS, HOUR_MS)
-    windows = [(start, end)]
-    if end - start > window:
-        if granularity == "auto":
-            granularity = "1h"
-        # The server counts every bucket that starts at or before end_time, so each window ends
-        # just before the bucket the next one starts with.
-        windows = []
-        lo = start
-        while lo <= end:
-            hi = (lo - lo % align) + window
-            windows.append((lo, min(end, hi - 1)))
-            lo = hi
-    series: dict[str, dict[int, int]] = {t: {} for t in types}
-    server_name = "FIVE_MINUTES"
-    for lo, hi in windows:
-        answer = client.statistics(task_id, types, lo, hi)
-        server_name = answer.statistic_time_type
-        for data in answer.statistic_datas:
-            bucket = series.setdefault(data.data_type, {})
-            for point in data.data:
-                bucket[point.time_stamp] = bucket.get(point.time_stamp, 0) + point.statistic_num
-    if granularity == "auto":
-        width = FIVE_MINUTES_MS if server_name == "FIVE_MINUTES" else HOUR_MS
-        return server_name, width, series
-    name, width = GRANULARITIES[granularity]
-    summed: dict[str, dict[int, int]] = {}
-    for data_type, points in series.items():
-        out: dict[int, int] = {}
-        for at, value in points.items():
-            out[at - at % width] = out.get(at - at % width, 0) + value
-        summed[data_type] = out
-    return name, width, summed
-
-
-def stats(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    since: Annotated[str, typer.Option(
-        "--since", help="Start: epoch ms, ISO 8601 (UTC unless an offset is given), or a duration ago (1h, 30m, 2d).")] = "24h",
-    until: Annotated[str, typer.Option("--until", help="End, same forms; default now.")] = "now",
-    granularity: Annotated[str, typer.Option(
-        "--granularity", "-g", help="auto (server's choice), 5m, 1h or 1d (days are UTC).")] = "auto",
-    data_types: Annotated[list[str] | None, typer.Option(
-        "--type", "-t", help="REQUEST, SUCCESS, FAILURE, SKIP, SIZE (repeatable or comma-separated); default all.")] = None,
-    width: Annotated[int, typer.Option("--width", min=10, max=1000, help="Sparkline width.")] = 60,
-) -> None:
-    """Counters over time for a task: a table of non-empty buckets and a sparkline per type."""
-    now = _now_ms()
-    start, end = parse_time(since, now), parse_time(until, now)
-    if end < start:
-        raise ConfigError("--until is earlier than --since")
-    chosen = _GRANULARITY_ALIASES.get(granularity.strip().lower())
-    if chosen is None:
-        raise ConfigError(f"--granularity must be auto, 5m, 1h or 1d, not {granularity!r}")
-    types = [t.strip().upper() for item in (data_types or list(DATA_TYPES)) for t in item.split(",") if t.strip()]
-    unknown = [t for t in types if t not in DATA_TYPES]
-    if unknown or not types:
-        raise ConfigError(f"--type must be among {', '.join(DATA_TYPES)}")
-    types = list(dict.fromkeys(types))
-    name, step, series = _fetch_series(ctx.client(), task_id, types, start, end, chosen)
-    totals = {t: sum(series.get(t, {}).values()) for t in types}
-    if ctx.as_json:
-        ctx.emit({
-            "sync_task_id": task_id, "start_time": start, "end_time": end, "statistic_time_type": name,
-            "statistic_datas": [
-                {"data_type": t, "data": [{"time_stamp": at, "statistic_num": v}
-                                          for at, v in sorted(series.get(t, {}).items())]}
-                for t in types
-            ],
-            "totals": totals,
-        })
-        return
-    table = Table("time (UTC)", *types, title=f"sync task {task_id}: {fmt_time(start)} → {fmt_time(end)} ({name})")
-    for column in table.columns[1:]:
-        column.justify = "right"
-    stamps = sorted({at for t in types for at in series.get(t, {})})
-    for at in stamps:
-        cells = [format_bytes(series[t].get(at, 0)) if t == "SIZE" else f"{series[t].get(at, 0):,}" for t in types]
-        table.add_row(fmt_time(at), *cells)
-    table.add_row("total", *[format_bytes(totals[t]) if t == "SIZE" else f"{totals[t]:,}" for t in types],
-                  style="bold", end_section=True)
-    ctx.out.print(table)
-    first = start - start % step
-    slots = range(first, max(end, first + 1), step)
-    lines = Table(show_header=False, box=None, pad_edge=False)
-    for t in types:
-        values = [series.get(t, {}).get(at, 0) for at in slots]
-        total = format_bytes(totals[t]) if t == "SIZE" else f"{totals[t]:,}"
-        lines.add_row(t, Text(f"▕{sparkline(values, width)}▏", style="cyan"), total)
-    ctx.out.print(lines)
-
-
-# -- failed keys and re-drive --------------------------------------------------------------------------
-
-
-def failed(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many keys; 0 = all.")] = 1000,
-) -> None:
-    """List failed keys of a task with the reason and the number of attempts."""
-    objects: list[dict[str, Any]] = []
-    truncated = False
-    for found in ctx.client().iter_failed(task_id, page_size=1000 if limit == 0 else min(1000, limit + 1)):
-        if limit and len(objects) >= limit:
-            truncated = True
-            break
-        objects.append(found.model_dump(mode="json"))
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "objects": objects, "count": len(objects), "truncated": truncated})
-        return
-    if not objects:
-        ctx.out.print(Text(f"no keys are failing now in sync task {task_id} (the month's FAILURE counter "
-                           "of `task show` still counts failures that a retry has fixed)"))
-        return
-    table = Table("key", "reason", "attempts", "time", "message")
-    for obj in objects:
-        table.add_row(Text(printable_key(obj["key"])), obj["reason"] or "-", str(obj["attempts"]),
-                      fmt_time(obj["time"]), Text(obj["message"] or ""))
-    ctx.out.print(table)
-    more = f" (first {limit}; --limit 0 lists all)" if truncated else ""
-    ctx.out.print(f"{len(objects)} key(s) failing now{more}")
-
-
-def retry(
-    task_id: TaskArg,
-    keys: Annotated[list[str] | None, typer.Argument(
-        metavar="KEY...", help="Failed keys to re-drive (exact keys); default all failed keys.", show_default=False)] = None,
-    *,
-    ctx: Ctx,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", "-f", help="Read the keys from FILE (one per line; '-' = stdin).")] = None,
-    null: Annotated[bool, typer.Option("--null", "-0", help="Keys in FILE are NUL-separated.")] = False,
-) -> None:
-    """Re-drive failed keys: each becomes pending again and counts as a new request."""
-    chosen: list[str] | None = None
-    if keys or from_file is not None:
-        chosen, problems = _gather_keys(keys, from_file, False, null, False)
-        if problems:
-            raise ConfigError("illegal key(s): " + "; ".join(problems[:20]))
-    client = ctx.client()
-    if chosen is None:
-        retried = client.retry_failed(task_id)
-    else:
-        # Bounded bodies: the server limits a request to 12 MiB.
-        retried = sum(client.retry_failed(task_id, chosen[i:i + 1000]) for i in range(0, len(chosen), 1000))
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "retried": retried})
-    else:
-        ctx.out.print(Text(f"re-driven {retried:,} failed key(s) of sync task {task_id}"))
-
-
-# -- watch ---------------------------------------------------------------------------------------------
-
-
-def _snapshot(client: OmsyncClient, task_id: str) -> dict[str, Any]:
-    show = client.show_task(task_id).model_dump(mode="json")
-    return {"sync_task_id": task_id, "status": show["status"], "time": _now_ms(), **_counters(show)}
-
-
-def _watch_view(snap: Mapping[str, Any], rates: Mapping[str, float], *, live: bool = True) -> Group:
-    table = Table("status", "requests", "succeeded", "failed", "skipped", "copied", "pending",
-                  "done/s", title=f"sync task {snap['sync_task_id']} (this month, UTC)")
-    for column in table.columns[1:]:
-        column.justify = "right"
-    table.add_row(snap["status"], f"{snap['request']:,}", f"{snap['success']:,}", f"{snap['failure']:,}",
-                  f"{snap['skip']:,}", format_bytes(snap["size"]), f"{snap['pending']:,}",
-                  f"{rates['done']:,.1f}" if "done" in rates else "-")
-    hint = "; Ctrl-C to leave" if live else ""
-    return Group(table, Text(f"updated {fmt_time(snap['time'])}{hint}", style="dim"))
-
-
-def _rates(prev: Mapping[str, Any] | None, snap: Mapping[str, Any]) -> dict[str, float]:
-    if prev is None:
-        return {}
-    elapsed = max(0.001, (snap["time"] - prev["time"]) / 1000)
-
-    def done(s: Mapping[str, Any]) -> int:
-        return int(s["success"] + s["failure"] + s["skip"])
-
-    return {"request": (snap["request"] - prev["request"]) / elapsed, "done": (done(snap) - done(prev)) / elapsed}
-
-
-def watch(
-    task_id: TaskArg,
-    *,
-    ctx: Ctx,
-    interval: Annotated[float, typer.Option("--interval", "-n", min=0.2, help="Seconds between refreshes.")] = 2.0,
-    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
-) -> None:
-    """Live monthly counters and the pending backlog of a task (Ctrl-C exits with 0).
-
-    With --json, prints one JSON object per refresh (one line each), or a single one with --once.
-    """
-    client = ctx.client()
-    snap = _snapshot(client, task_id)
-    if once:
-        if ctx.as_json:
-            ctx.emit(snap)
-        else:
-            ctx.out.print(_watch_view(snap, {}, live=False))
-        return
-    try:
-        if ctx.as_json or not ctx.out.is_terminal:
-            prev: dict[str, Any] | None = None
-            while True:
-                snap["rates"] = _rates(prev, snap)
-                if ctx.as_json:
-                    sys.stdout.write(json.dumps(snap) + "\n")
-                    sys.stdout.flush()
-                else:
-                    ctx.out.print(_watch_view(snap, snap["rates"]))
-                time.sleep(interval)
-                prev, snap = snap, _snapshot(client, task_id)
-        with Live(_watch_view(snap, {}), console=ctx.out, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                prev, snap = snap, _snapshot(client, task_id)
-                live.update(_watch_view(snap, _rates(prev, snap)), refresh=True)
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_OK) from None
-
-
-# -- any endpoint --------------------------------------------------------------------------------------
-
-
-def api(
-    method: Annotated[str, typer.Argument(help="GET, POST, DELETE, …")],
-    path: Annotated[str, typer.Argument(help="Path below the endpoint; {project_id} is filled in.")],
-    *,
-    ctx: Ctx,
-    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="NAME=VALUE (repeatable).")] = None,
-    data: Annotated[str | None, typer.Option("--data", "-d", help="JSON body, or @FILE.")] = None,
-) -> None:
-    """Send one signed request to any omsync endpoint and print the JSON answer."""
-    if not path.startswith("/"):
-        raise ConfigError(f"PATH must start with '/', e.g. /v2/{{project_id}}/sync-tasks, not {path!r}")
-    pairs = []
-    for item in query or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--query expects NAME=VALUE, not {item!r}")
-        pairs.append((name, value))
-    body: Any = None
-    if data is not None:
-        try:
-            text = Path(data[1:]).read_text(encoding="utf-8") if data.startswith("@") else data
-            body = json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--data: {exc}") from exc
-    answer = ctx.client().request(method, path, query=pairs, json_body=body)
-    if ctx.as_json or not ctx.out.is_terminal:
-        ctx.emit(answer)
-    else:
-        ctx.out.print_json(data=answer)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the operator commands to the ``omsync`` application."""
-    app.add_typer(task_app, name="task")
-    app.add_typer(events_app, name="events")
-    app.command("stats")(_api_command(stats))
-    app.command("failed")(_api_command(failed))
-    app.command("retry")(_api_command(retry))
-    app.command("watch")(_api_command(watch))
-    app.command("api")(_api_command(api))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from omsync.cli_ops import ConfigError, parse_byte_rate
+from omsync.cli_ops import ConfigError
+from omsync.cli_tasks import parse_byte_rate
 from tests.cli.conftest import Cli, create_task
 
 UNLIMITED = {"max_concurrency": None, "max_objects_per_second": None, "max_bytes_per_second": None}
