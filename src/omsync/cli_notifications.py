@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -27,13 +28,20 @@ def _webhook(task_id: str, *, ctx: Ctx,
     """Show whether the task has a secret webhook URL, or create/rotate it with --rotate. The
     URL (with its secret) is shown once; only a hash of the secret is stored."""
     client = ctx.client()
-    answer = client.webhook(task_id, create=rotate)
+    if rotate:
+        # Drawn here, so that the server never has to send a secret back: it keeps only a hash.
+        secret = "omsw_" + secrets.token_urlsafe(32)
+        answer = client.set_webhook(task_id, secret)
+        url = f"{client.endpoint.rstrip('/')}{answer['path']}?secret={secret}"
+        if ctx.as_json:
+            ctx.emit({**answer, "url": url})
+            return
+        ctx.out.print(_kv_table([("webhook URL", url)], title=f"webhook of sync task {task_id}"))
+        ctx.err.print("Store this URL now: its secret cannot be shown again (rotate to get a new one).")
+        return
+    answer = client.webhook(task_id)
     if ctx.as_json:
         ctx.emit(answer)
-        return
-    if rotate:
-        ctx.out.print(_kv_table([("webhook URL", answer["url"])], title=f"webhook of sync task {task_id}"))
-        ctx.err.print("Store this URL now: its secret cannot be shown again (rotate to get a new one).")
         return
     if answer["exists"]:
         ctx.out.print(f"sync task {task_id} has a webhook secret since {fmt_time(answer['created_at'])}; "

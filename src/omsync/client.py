@@ -474,10 +474,16 @@ class OmsyncClient:
 
     # -- native notifications (omsync extension) --------------------------------------------------
 
-    def webhook(self, task_id: str, *, create: bool = False) -> dict[str, Any]:
-        """The task's webhook: whether a secret exists, or with ``create`` a new secret (the
-        old one stops working) and the full URL, shown this once."""
-        answer: dict[str, Any] = self.request("POST" if create else "GET", self._task_path(task_id, "/webhook"))
+    def webhook(self, task_id: str) -> dict[str, Any]:
+        """The task's webhook: whether a secret exists, since when, and the URL path."""
+        answer: dict[str, Any] = self.request("GET", self._task_path(task_id, "/webhook"))
+        return answer
+
+    def set_webhook(self, task_id: str, secret: str) -> dict[str, Any]:
+        """Set (or rotate) the task's webhook secret (32 to 256 of ``A-Z a-z 0-9 - _ . ~``);
+        the server keeps only its hash."""
+        answer: dict[str, Any] = self.request("PUT", self._task_path(task_id, "/webhook"),
+                                              json_body={"secret": secret})
         return answer
 
     def deletes(self, task_id: str) -> dict[str, Any]:

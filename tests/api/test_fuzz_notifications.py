@@ -100,11 +100,11 @@ def task(client: Any) -> str:
 @pytest.fixture(scope="module")
 def hook(api_server: OmsyncServer, keys: dict[str, Any], task: str) -> str:
     k = keys["main"]
-    response = signed_request(api_server.url, "POST", f"/v2/{PROJECT}/sync-tasks/{task}/webhook", ak=k["access_key"],
-                              sk=k["secret_key"], project_id=PROJECT)
+    secret = "fuzz-" + "s" * 40
+    response = signed_request(api_server.url, "PUT", f"/v2/{PROJECT}/sync-tasks/{task}/webhook", ak=k["access_key"],
+                              sk=k["secret_key"], project_id=PROJECT, body=json.dumps({"secret": secret}).encode())
     assert response.status_code == 200, response.text
-    url: str = response.json()["url"]
-    return url
+    return f"{api_server.url}/v2/webhooks/{task}?secret={secret}"
 
 
 def _post_signed(api_server: OmsyncServer, keys: dict[str, Any], task: str, raw: bytes) -> httpx.Response:

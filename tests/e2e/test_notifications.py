@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -219,13 +220,16 @@ def test_late_older_notification_never_wins(moto_s3: S3Server, sync: Sync) -> No
 
 
 def webhook(sync: Sync, task_id: str) -> str:
-    response = api(sync, "POST", f"/{task_id}/webhook")
+    """Set a fresh secret for the task's webhook; return the URL a cloud would be given."""
+    secret = secrets.token_urlsafe(32)
+    response = api(sync, "PUT", f"/{task_id}/webhook", {"secret": secret})
     assert response.status_code == 200, response.text
-    url: str = response.json()["url"]
-    assert url.startswith(sync.server.url + f"/v2/webhooks/{task_id}?secret=")
-    shown = api(sync, "GET", f"/{task_id}/webhook").json()
-    assert shown["exists"] is True and "secret" not in shown and response.json()["secret"] not in json.dumps(shown)
-    return url
+    answer = response.json()
+    assert answer["exists"] is True and answer["path"] == f"/v2/webhooks/{task_id}"
+    assert secret not in response.text  # the API never sends a secret back
+    shown = api(sync, "GET", f"/{task_id}/webhook")
+    assert shown.json()["exists"] is True and secret not in shown.text
+    return f"{sync.server.url}{answer['path']}?secret={secret}"
 
 
 def test_sns_through_the_webhook_signature_checked(moto_s3: S3Server, sync: Sync, local_sns: LocalSns) -> None:
@@ -307,8 +311,12 @@ def test_signed_endpoint_refusals(moto_s3: S3Server, sync: Sync) -> None:
                                   ak=other["access_key"], sk=other["secret_key"], project_id=project, body=body)
         assert response.status_code == status, response.text
         webhook_path = f"/v2/{project}/sync-tasks/{task_id}/webhook"
-        assert signed_request(sync.server.url, "POST", webhook_path, ak=other["access_key"], sk=other["secret_key"],
-                              project_id=project).status_code == status
+        assert signed_request(sync.server.url, "PUT", webhook_path, ak=other["access_key"], sk=other["secret_key"],
+                              project_id=project, body=json.dumps({"secret": "s" * 40}).encode()).status_code == status
+    # Weak or unusable secrets are refused, naming the field.
+    for weak in ("short", "x" * 31, "has space" * 5, "q?uery=" * 6, "x" * 257):
+        refused = api(sync, "PUT", f"/{task_id}/webhook", {"secret": weak})
+        assert refused.status_code == 400 and "secret" in refused.json()["error_msg"], refused.text
     assert sync.show(task_id).monthly_acceptance_request == 0
 
 

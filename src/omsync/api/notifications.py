@@ -6,8 +6,9 @@
   subscriptions, MinIO, Event Grid webhooks): the per-task secret (query ``secret``, or
   ``Authorization: Bearer``) is checked against its stored hash; SNS messages must also carry a
   valid SNS signature. A missing secret is 401, a wrong one (or an unknown task) 403.
-* ``GET|POST /v2/{project_id}/sync-tasks/{sync_task_id}/webhook`` — show whether a secret
-  exists / create or rotate it (the secret is shown once);
+* ``GET|PUT /v2/{project_id}/sync-tasks/{sync_task_id}/webhook`` — show whether a secret
+  exists / set or rotate it (the client chooses the secret; only its hash is stored, and the
+  API never sends a secret back);
 * ``GET|PUT /v2/{project_id}/sync-tasks/{sync_task_id}/deletes`` and ``POST …/deletes/resume`` —
   delete propagation settings, counters and breaker.
 
@@ -23,7 +24,6 @@ import asyncio
 import hmac
 import logging
 import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -54,7 +54,9 @@ router = APIRouter()
 CERT_TTL_SECONDS = 3600.0
 CERT_MAX_BYTES = 64 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
-SECRET_PREFIX = "omsw_"
+MIN_SECRET_CHARS = 32
+MAX_SECRET_CHARS = 256
+SECRET_PATTERN = r"^[A-Za-z0-9._~-]+$"  # unreserved URL characters: the secret travels in a query string
 
 
 class DeleteSettingsReq(BaseModel):
@@ -302,7 +304,7 @@ def _given_secret(request: Request) -> str | None:
 
 async def _webhook_task(request: Request, services: Services, task_id: str) -> tuple[str, Mapping[str, Any]]:
     secret = _given_secret(request)
-    if secret is None or len(secret) > 256:
+    if secret is None or len(secret) > MAX_SECRET_CHARS:
         raise _refused(401, "The webhook secret is missing.")
     found = await _notifications(services).webhook(task_id) if len(task_id) <= 64 else None
     if found is None or found[2] is None or not hmac.compare_digest(hash_token(secret), found[2]):
@@ -335,33 +337,43 @@ async def webhook_handshake(request: Request, services: ServicesDep,
 # -- management: webhook secret, delete propagation -----------------------------------------
 
 
-def _webhook_url(request: Request, task_id: str, secret: str) -> str:
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/v2/webhooks/{task_id}?secret={secret}"
+class WebhookSecretReq(BaseModel):
+    """PUT …/webhook: the secret the webhook URL will carry, chosen by the client (``omsync task
+    webhook --rotate`` draws 256 random bits), so that the API never has to send one back."""
+
+    model_config = ConfigDict(extra="forbid")
+    secret: str = Field(min_length=MIN_SECRET_CHARS, max_length=MAX_SECRET_CHARS, pattern=SECRET_PATTERN)
+
+
+def _webhook_view(task_id: str, created: int | None) -> dict[str, Any]:
+    return {"sync_task_id": task_id, "exists": created is not None, "created_at": created,
+            "path": f"/v2/webhooks/{task_id}"}
 
 
 @router.get("/v2/{project_id}/sync-tasks/{sync_task_id}/webhook")
 async def show_webhook(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
-    """Whether the task has a webhook secret and since when (the secret itself is never shown again)."""
+    """Whether the task has a webhook secret, since when, and the URL path (the secret itself is
+    never stored, so never shown)."""
     try:
         created = await _notifications(services).has_webhook(project_id, sync_task_id)
     except TaskNotFound as exc:
         raise not_found(sync_task_id) from exc
-    return {"sync_task_id": sync_task_id, "exists": created is not None, "created_at": created,
-            "path": f"/v2/webhooks/{sync_task_id}"}
+    return _webhook_view(sync_task_id, created)
 
 
-@router.post("/v2/{project_id}/sync-tasks/{sync_task_id}/webhook")
-async def create_webhook(request: Request, project_id: ProjectId, services: ServicesDep,
-                         sync_task_id: TaskId) -> dict[str, Any]:
-    """Create (or rotate: the old secret stops working at once) the task's webhook secret and
-    answer the full URL with it, once; only its hash is stored."""
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+@router.put("/v2/{project_id}/sync-tasks/{sync_task_id}/webhook")
+async def set_webhook(request: Request, project_id: ProjectId, services: ServicesDep,
+                      sync_task_id: TaskId) -> dict[str, Any]:
+    """Set (or rotate: the old secret stops working at once) the task's webhook secret; only its
+    SHA-256 is stored. The secret is 32 to 256 characters of ``A-Z a-z 0-9 - _ . ~``."""
+    body = await parse_body(request, WebhookSecretReq)
+    notes = _notifications(services)
     try:
-        await _notifications(services).set_webhook(project_id, sync_task_id, hash_token(secret))
+        await notes.set_webhook(project_id, sync_task_id, hash_token(body.secret))
+        created = await notes.has_webhook(project_id, sync_task_id)
     except TaskNotFound as exc:
         raise not_found(sync_task_id) from exc
-    return {"sync_task_id": sync_task_id, "secret": secret, "url": _webhook_url(request, sync_task_id, secret)}
+    return _webhook_view(sync_task_id, created)
 
 
 @router.get("/v2/{project_id}/sync-tasks/{sync_task_id}/deletes")
@@ -412,4 +424,4 @@ async def resume_deletes(request: Request, project_id: ProjectId, services: Serv
     return {"sync_task_id": sync_task_id, "discarded_now": dropped, **counts_view(state)}
 
 
-__all__ = ["DeleteSettingsReq", "ResumeReq", "router"]
+__all__ = ["DeleteSettingsReq", "ResumeReq", "WebhookSecretReq", "router"]
