@@ -211,7 +211,7 @@ async def _apply(services: Services, project_id: str, task_id: str, sources: set
     scheduled = 0
     if changes:
         scheduled, stale, tripped = await notes.record(project_id, task_id, changes, state.settings)
-        if stale:
+        if stale and state.settings.enabled:  # (with deletes off they were counted as such already)
             parsed.ignore(Ignore.STALE, stale)
         if tripped:
             metrics.DELETE_BREAKER_OPEN.labels(task_id).set(1)
