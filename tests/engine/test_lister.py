@@ -67,6 +67,10 @@ async def test_list_files_resume_by_byte_offset() -> None:
         resumed = await collect(store, task_type="list", sources=[], list_file=spec, list_store=store,
                                 index=page.index, offset=page.offset)
         assert [e.key for p in full[:cut + 1] for e in p.entries] + [e.key for p in resumed for e in p.entries] == keys
+    # A checkpoint at the very end of a file moves on to the next file.
+    size = len(lines.encode())
+    at_end = await collect(store, task_type="list", sources=[], list_file=spec, list_store=store, index=0, offset=size)
+    assert [e.key for p in at_end for e in p.entries] == ["p/0001"]
     await store.put("lists", "bad.txt", b"ok\n%zz\n", PutOptions())
     with pytest.raises(StoreError) as caught:
         await collect(store, task_type="list", sources=[], list_file={"list_file_key": "bad.txt", "obs_bucket": "lists"},

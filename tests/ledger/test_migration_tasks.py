@@ -156,3 +156,19 @@ async def test_bandwidth_windows_become_the_bytes_limit(services: Services) -> N
     assert sync_task_id not in await services.tasks.running_limits()
     assert bandwidth_cap([{"start": "22:00", "end": "06:00", "max_bandwidth": 1}], night + 6 * 3600) == 1
     assert bandwidth_cap([{"start": "22:00", "end": "06:00", "max_bandwidth": 1}], night + 7 * 3600) is None
+
+
+async def test_a_listing_with_a_large_backlog_waits_for_its_copies(services: Services) -> None:
+    repo = MigrationRepository(services.db, services.box)
+    first, second = await new_migration(repo), await new_migration(repo)
+    job = await repo.claim_listing("o", 30, max_pending=2)
+    assert job is not None and job.id == first
+    await repo.record_page(job, "o", 30, [Listed(f"x/{i}", 1) for i in range(3)], index=0, after="x/2", offset=0,
+                           done=False)
+    await repo.release_listing(job, "o")
+    other = await repo.claim_listing("o", 30, max_pending=2)  # the first task has 3 keys waiting
+    assert other is not None and other.id == second
+    await repo.release_listing(other, "o")
+    await finish_all(services, job.sync_task_id)
+    again = await repo.claim_listing("o", 30, max_pending=2)
+    assert again is not None and (again.id, again.after) == (first, "x/2")

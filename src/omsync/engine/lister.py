@@ -115,6 +115,11 @@ async def _list_files(store: ObjectStore, list_file: Mapping[str, str], index: i
         position = offset if number == index else 0
         buffer = b""
         entries: list[Listed] = []
+        if position and position >= (await store.head(bucket, files[number])).size:
+            # The checkpoint is the file's end (its last page was recorded, the move to the
+            # next file not yet): a ranged read from there would be refused.
+            yield Page([], number + 1, None, 0, last_file)
+            continue
         async for chunk in store.get(bucket, files[number], start=position):
             buffer += chunk
             while True:

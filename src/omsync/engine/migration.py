@@ -5,8 +5,9 @@ Two loops run beside the copy engine (:class:`MigrationRunner`):
 * the lister leases the listing of one running migration task at a time
   (``MigrationRepository.claim_listing``) and feeds it page by page into the ledger
   (:mod:`omsync.engine.lister`, ``record_page``: the keys and the checkpoint in one
-  transaction), waking the engine after each page. It pauses while the task has more than
-  ``MAX_BACKLOG`` keys waiting, so a huge listing does not run far ahead of the copies. A
+  transaction), waking the engine after each page. A task with more than ``MAX_BACKLOG`` keys
+  waiting for a copy gives its listing up (checkpoint kept) until half of them are copied, so a
+  huge listing neither runs far ahead of the copies nor holds up the listing of other tasks. A
   retryable store error is retried with backoff; anything else fails the task with the reason.
   On shutdown the lease is given back; a process that dies keeps it until it runs out
   (``lease_seconds``), then another process resumes from the checkpoint.
@@ -89,7 +90,8 @@ class MigrationRunner:
     async def _list_loop(self) -> None:
         while True:
             try:
-                job = await self.repository.claim_listing(self.owner, self.lease_seconds)
+                job = await self.repository.claim_listing(self.owner, self.lease_seconds,
+                                                          max_pending=self.max_backlog // 2)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -146,12 +148,12 @@ class MigrationRunner:
             if page.done:
                 log.info("migration task %d: listing finished", job.id)
                 return
-            while pending > self.max_backlog:
-                await asyncio.sleep(min(1.0, self.lease_seconds / 3))
-                renewed = await self.repository.renew_listing(job, self.owner, self.lease_seconds)
-                if renewed is None:
-                    return
-                pending = renewed
+            if pending > self.max_backlog:
+                # Enough keys wait for copies: give the listing up (the checkpoint stays) and
+                # list another task; this one is taken again once half its backlog is copied.
+                await self.repository.release_listing(job, self.owner)
+                self._job = None
+                return
 
 
 def since_seconds(value: int | None) -> int | None:

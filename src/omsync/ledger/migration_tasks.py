@@ -356,16 +356,22 @@ class MigrationRepository:
 
     # -- engine side: listing -----------------------------------------------------------------------
 
-    async def claim_listing(self, owner: str, lease_seconds: float) -> ListingJob | None:
+    async def claim_listing(self, owner: str, lease_seconds: float, *, max_pending: int | None = None
+                            ) -> ListingJob | None:
         """Lease the listing of one running task whose listing is not finished and not leased
-        by a live owner (or leased by ``owner`` already); None when there is none."""
+        by a live owner (or leased by ``owner`` already), and (with ``max_pending``) whose keys
+        waiting for a copy are at most that many; None when there is none."""
         at = now_ms()
         free = and_(migration_tasks.c.status == RUNNING, migration_tasks.c.list_done.is_(False),
                     or_(migration_tasks.c.list_owner.is_(None), migration_tasks.c.list_lease_until < at,
                         migration_tasks.c.list_owner == owner))
+        candidates = select(migration_tasks).where(free)
+        if max_pending is not None:
+            candidates = candidates.where(migration_tasks.c.sync_task_id.in_(
+                select(sync_tasks.c.id).where(sync_tasks.c.pending_keys <= max_pending)))
 
         def claim_tx(conn: Connection) -> ListingJob | None:
-            row = conn.execute(select(migration_tasks).where(free).order_by(migration_tasks.c.id).limit(1)).first()
+            row = conn.execute(candidates.order_by(migration_tasks.c.id).limit(1)).first()
             if row is None:
                 return None
             taken = conn.execute(update(migration_tasks).where(migration_tasks.c.id == row.id, free).values(
