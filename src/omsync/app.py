@@ -25,6 +25,7 @@ from omsync.api.kms_routes import router as kms_router
 from omsync.api.migration_tasks import router as migration_tasks_router
 from omsync.api.notifications import router as notifications_router
 from omsync.api.prechecks import router as prechecks_router
+from omsync.api.reconciliation import router as reconciliation_router
 from omsync.api.routes import router
 from omsync.api.schemas import ListApiVersionsResponse, Version
 from omsync.composition import open_services
@@ -289,6 +290,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(kms_router)
     app.include_router(prechecks_router)
+    app.include_router(reconciliation_router)
     app.include_router(web_router)
 
     @app.get("/", response_model=ListApiVersionsResponse)

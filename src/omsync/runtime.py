@@ -14,7 +14,9 @@ from omsync.config import Settings
 from omsync.engine.deletes import DeletePropagator
 from omsync.engine.factory import StoreFactory
 from omsync.engine.migration import MigrationRunner, stop_quietly
+from omsync.engine.reconcile import Reconciler
 from omsync.engine.worker import Engine
+from omsync.ledger.reconciliations import Reconciliations
 from omsync.services import Services
 from omsync.supervisor import WorkerProcesses, watch_wake_pipe
 
@@ -31,8 +33,11 @@ class WorkerRuntime:
     shutdown_seconds: float = 20.0
     deletes: DeletePropagator | None = None  # delete propagation of native notifications
     migrations: MigrationRunner | None = None  # lists and settles migration tasks
+    reconciler: Reconciler | None = None  # drives reconciliation runs of sync tasks
 
     async def stop(self) -> None:
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         await stop_quietly(self.migrations)
         if self.deletes is not None:
             await self.deletes.stop()
@@ -50,10 +55,13 @@ async def start_workers(services: Services) -> WorkerRuntime:
     services.listeners.append(engine)
     await engine.start()
     await deletes.start()
+    reconciler = Reconciler(services.settings, Reconciliations(services.db), services.ledger, services.tasks,
+                            factory, engine.owner, engine.notify)
     if services.settings.workers > 0:
         migrations.start()
+        reconciler.start()
     return WorkerRuntime(services, engine, factory, shutdown_seconds=services.settings.shutdown_seconds,
-                         deletes=deletes, migrations=migrations)
+                         deletes=deletes, migrations=migrations, reconciler=reconciler)
 
 
 class _ProcessRuntime:
