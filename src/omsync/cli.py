@@ -19,6 +19,7 @@ from omsync.cli_events import register as register_event_commands
 from omsync.cli_kms import register as register_kms_commands
 from omsync.cli_migration import register as register_migration_commands
 from omsync.cli_notifications import register as register_notification_commands
+from omsync.cli_reconcile import register as register_reconcile_commands
 from omsync.cli_stats import register as register_stats_commands
 from omsync.cli_tasks import register as register_task_commands
 
@@ -205,6 +206,7 @@ app.add_typer(keys_app, name="keys")
 register_kms_commands(app)
 register_migration_commands(app)
 register_notification_commands(app)
+register_reconcile_commands(app)
 
 
 def main() -> None:

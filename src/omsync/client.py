@@ -505,6 +505,27 @@ class OmsyncClient:
                                               json_body={"discard": discard})
         return answer
 
+    # -- reconciliation (omsync extension) ------------------------------------------------------
+
+    def start_reconciliation(self, task_id: str, prefix: str = "") -> str:
+        """Start reconciling the task under ``prefix`` (exact key prefix); the run's id."""
+        answer: dict[str, Any] = self.request("POST", self._task_path(task_id, "/reconciliations"),
+                                              json_body={"prefix": prefix})
+        return str(answer["reconciliation_id"])
+
+    def show_reconciliation(self, task_id: str, run_id: str) -> dict[str, Any]:
+        """One run: status (RUNNING, SUCCESS, FAILED), counters, times, error_reason."""
+        answer: dict[str, Any] = self.request(
+            "GET", self._task_path(task_id, f"/reconciliations/{quote(run_id, safe='')}"))
+        return answer
+
+    def list_reconciliations(self, task_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The task's latest runs, newest first."""
+        answer: dict[str, Any] = self.request("GET", self._task_path(task_id, "/reconciliations"),
+                                              query={"limit": limit})
+        runs: list[dict[str, Any]] = answer["reconciliations"]
+        return runs
+
     # -- OMS migration tasks (/v2/{project_id}/tasks) -------------------------------------------
 
     @staticmethod

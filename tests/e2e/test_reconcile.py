@@ -298,3 +298,24 @@ def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, ki
     # (StartSyncTask's bucket check lists one object: max-keys=1)
     listings = [line for line in after_restart.splitlines() if "/rec-kill-src?" in line and "max-keys=1000" in line]
     assert listings and all("start-after=" in line or "continuation-token=" in line for line in listings), listings
+
+
+def test_cli_reconcile_waits_lists_and_shows(moto_s3: S3Server, moto_sync: Sync, tmp_path: Path) -> None:
+    from tests.cli.conftest import Cli, connection_env
+
+    src, dst = moto_s3.make_bucket("rec-cli-src"), moto_s3.make_bucket("rec-cli-dst")
+    put_objects(moto_s3, src, {f"p/{i}": body_for(f"p/{i}") for i in range(3)} | {"q/1": b"q"})
+    put_objects(moto_s3, dst, {"p/extra": b"x"})
+    task_id = moto_sync.create_task(**task_fields(moto_s3, src, dst))
+    cli = Cli(tmp_path, connection_env(moto_sync.server, moto_sync.key), (moto_sync.key["secret_key"],))
+    done = cli("reconcile", task_id, "--prefix", "p/", "--wait", "--json")
+    assert done.code == 0, done.stderr
+    run = done.json()
+    assert (run["status"], run["prefix"], run["missing"], run["extra"], run["enqueued"]) == ("SUCCESS", "p/", 3, 1, 3)
+    shown = cli("reconcile", task_id, "--show", run["reconciliation_id"])
+    assert shown.code == 0 and "SUCCESS" in shown.stdout and "missing" in shown.stdout, shown.stdout
+    listed = cli("reconcile", task_id, "--list", "--json")
+    assert [r["reconciliation_id"] for r in listed.json()["reconciliations"]] == [run["reconciliation_id"]]
+    unknown = cli("reconcile", "no-such-task", "--json")
+    assert unknown.code != 0 and unknown.error()["error"]["error_code"] == "OMS.1009"
+    wait_copied(moto_sync, task_id, 3)
