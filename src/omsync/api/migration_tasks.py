@@ -22,10 +22,10 @@ from omsync import metrics
 from omsync.api import errors
 from omsync.api.errors import OmsError, invalid
 from omsync.api.guards import INT64_MAX, check_task_buckets
-from omsync.api.preflight import check_buckets
+from omsync.api.preflight import check_task_row
 from omsync.api.routes import ProjectId, ServicesDep, parse_body
 from omsync.domain.errors import TaskNotFound
-from omsync.domain.model import CloudType, ConsistencyCheck, Credentials, OverwriteMode, StoragePolicy
+from omsync.domain.model import CloudType, ConsistencyCheck, OverwriteMode, StoragePolicy
 from omsync.ledger.migration_tasks import (
     FAILED,
     STATUSES,
@@ -228,20 +228,6 @@ def _check_side(services: Services, field: str, cloud: CloudType, region: str) -
         raise invalid(field, str(exc)) from exc
 
 
-async def _check_buckets(services: Services, row: Mapping[str, Any], credentials: Mapping[str, str]) -> None:
-    """The bucket check of sync tasks (one listing each side), unless switched off."""
-    settings = services.settings
-    if not settings.check_buckets_on_create:
-        return
-    await check_buckets(
-        services.check_stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
-        src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
-             Credentials(credentials["src_ak"], credentials["src_sk"])),
-        dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
-             Credentials(credentials["dst_ak"], credentials["dst_sk"])),
-    )
-
-
 def _repository(services: Services) -> MigrationRepository:
     return MigrationRepository(services.db, services.box)
 
@@ -350,7 +336,7 @@ async def create_task(request: Request, project_id: ProjectId, services: Service
         "object_overwrite_mode": body.object_overwrite_mode.value,
     }
     credentials = {"src_ak": src.ak, "src_sk": src.sk, "dst_ak": dst.ak, "dst_sk": dst.sk}
-    await _check_buckets(services, sync_fields, credentials)
+    await check_task_row(services, sync_fields, credentials)
     fields = {
         "task_type": body.task_type, "sources": json.dumps(sources), "list_file": json.dumps(list_file) if list_file else None,
         "save_prefix": dst.save_prefix or "", "migrate_since": body.migrate_since or None,
@@ -413,7 +399,7 @@ async def start_task(request: Request, project_id: ProjectId, services: Services
     async with _transition(task_id):
         row = await repository.get(project_id, number)
         if int(row["status"]) not in (SUCCEEDED,):
-            await _check_buckets(services, row, credentials)
+            await check_task_row(services, row, credentials)
         await repository.start(project_id, number, credentials)
     services.work_arrived()
     return Response(status_code=200)
