@@ -29,6 +29,7 @@ from omsync.domain.model import CloudType, ConsistencyCheck, OverwriteMode, Stor
 from omsync.ledger.migration_tasks import (
     FAILED,
     STATUSES,
+    STOPPED,
     SUCCEEDED,
     MigrationBusy,
     MigrationRepository,
@@ -398,7 +399,7 @@ async def start_task(request: Request, project_id: ProjectId, services: Services
     credentials = {"src_ak": body.src_ak, "src_sk": body.src_sk, "dst_ak": body.dst_ak, "dst_sk": body.dst_sk}
     async with _transition(task_id):
         row = await repository.get(project_id, number)
-        if int(row["status"]) not in (SUCCEEDED,):
+        if int(row["status"]) in (STOPPED, FAILED):  # other statuses are refused by start itself
             await check_task_row(services, row, credentials)
         await repository.start(project_id, number, credentials)
     services.work_arrived()
