@@ -130,9 +130,9 @@ async def _externally_sorted(store: ObjectStore, bucket: str, prefix: str, after
         for info in page.keys:
             if after is None or info.key > after:
                 chunk.append(Entry(info.key, info.size, info.last_modified))
-        if len(chunk) >= run_size:
-            runs.append(await asyncio.to_thread(_spill, chunk, directory, len(runs)))
-            chunk = []
+                if len(chunk) >= run_size:
+                    runs.append(await asyncio.to_thread(_spill, chunk, directory, len(runs)))
+                    chunk = []
         token = page.next_token
         if token is None:
             break

@@ -28,12 +28,14 @@ from markupsafe import Markup, escape
 
 from omsync.api.migration_tasks import recent_views
 from omsync.domain.errors import TaskBusy, TaskNotFound
+from omsync.domain.lifecycle import TaskOperation
 from omsync.domain.model import TaskStatus
 from omsync.domain.stats import LATENCY_BOUNDS_MS, month_range
 from omsync.humanize import format_bytes
 from omsync.ledger import views
 from omsync.ledger.notifications import NotificationLedger, counts_view
 from omsync.ledger.queue import now_ms
+from omsync.ledger.reconciliations import Reconciliations
 from omsync.secrets import SecretError
 from omsync.services import Services
 from omsync.web import charts, data, revocation
@@ -452,6 +454,7 @@ async def task_page(request: Request, task_id: str) -> Response:
     failed_total = await views.failed_count(services.db, task_id)
     latency = await data.latency_percentiles(services.db, task_id, first, end)
     deletes = counts_view(await NotificationLedger(services.db).delete_state(None, task_id))
+    reconciliation = (await Reconciliations(services.db).latest([task_id])).get(task_id)
     secrets = await _task_secrets(services, task_id)
     redact = _redactor(secrets) if secrets is not None else (lambda _text: "(hidden)")
     failures = [{**item, "message": redact(item["message"])} for item in failed]
@@ -464,6 +467,7 @@ async def task_page(request: Request, task_id: str) -> Response:
         failures=failures, failed_total=failed_total, after=after, now=now,
         next_after=failed[-1]["id"] if len(failed) == _FAILED_PAGE else None,
         latency=latency, notice=notice, window_start=first, deletes=deletes,
+        reconciliation=reconciliation.as_dict() if reconciliation is not None else None,
         can_stop=task["status"] == TaskStatus.SYNCHRONIZING.value,
     )
 
@@ -498,31 +502,34 @@ async def retry(request: Request, task_id: str) -> Response:
     return _redirect(_task_url(task_id, retried=count))
 
 
-@router.post("/tasks/{task_id}/stop")
-async def stop(request: Request, task_id: str) -> Response:
-    """Stop a synchronizing task; its pending keys wait in the ledger."""
-    task, _, refused = await _post_target(request, task_id)
-    if refused is not None:
-        return refused
-    assert task is not None
-    try:
-        await _services(request).tasks.stop(task["project_id"], task_id)
-    except (TaskBusy, TaskNotFound):
-        return _redirect(_task_url(task_id, msg="conflict"))
-    return _redirect(_task_url(task_id, msg="stopped"))
-
-
-@router.post("/tasks/{task_id}/start")
-async def start(request: Request, task_id: str) -> Response:
-    """Start a stopped task again with the credentials it already has."""
+async def _change_status(request: Request, task_id: str, operation: TaskOperation) -> Response:
+    """Stop or start (resume) the task the form names; a refusal of the task lifecycle
+    (:mod:`omsync.domain.lifecycle`) comes back as the "conflict" notice."""
     task, _, refused = await _post_target(request, task_id)
     if refused is not None:
         return refused
     assert task is not None
     services = _services(request)
     try:
-        await services.tasks.resume(task["project_id"], task_id)
+        if operation is TaskOperation.STOP:
+            await services.tasks.stop(task["project_id"], task_id)
+        else:
+            await services.tasks.resume(task["project_id"], task_id)
     except (TaskBusy, TaskNotFound):
         return _redirect(_task_url(task_id, msg="conflict"))
+    if operation is TaskOperation.STOP:
+        return _redirect(_task_url(task_id, msg="stopped"))
     services.work_arrived()
     return _redirect(_task_url(task_id, msg="started"))
+
+
+@router.post("/tasks/{task_id}/stop")
+async def stop(request: Request, task_id: str) -> Response:
+    """Stop a synchronizing task; its pending keys wait in the ledger."""
+    return await _change_status(request, task_id, TaskOperation.STOP)
+
+
+@router.post("/tasks/{task_id}/start")
+async def start(request: Request, task_id: str) -> Response:
+    """Start a stopped task again with the credentials it already has."""
+    return await _change_status(request, task_id, TaskOperation.START)
