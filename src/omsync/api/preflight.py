@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from omsync.api.errors import OmsError, invalid
 from omsync.domain.model import CloudType, Credentials
 from omsync.engine.factory import StoreFactory
 from omsync.stores.base import ErrorKind, StoreError
 from omsync.stores.profiles import get_profile
+
+if TYPE_CHECKING:
+    from omsync.services import Services
 
 log = logging.getLogger("omsync.api.preflight")
 
@@ -94,3 +99,20 @@ async def check_buckets(stores: StoreFactory, *, timeout: float, app_id: str | N
 
 
 __all__ = ["check_buckets", "probe", "reason", "refusal"]
+
+
+async def check_task_row(services: Services, row: Mapping[str, Any], credentials: Mapping[str, str]) -> None:
+    """Refuse (400 naming the side) a task ``row`` (its cloud types, regions, buckets and
+    ``app_id``) whose source bucket cannot be read or destination bucket reached with
+    ``credentials`` (``src_ak``, ``src_sk``, ``dst_ak``, ``dst_sk``), unless
+    ``check_buckets_on_create`` is off."""
+    settings = services.settings
+    if not settings.check_buckets_on_create:
+        return
+    await check_buckets(
+        services.check_stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
+        src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
+             Credentials(credentials["src_ak"], credentials["src_sk"])),
+        dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
+             Credentials(credentials["dst_ak"], credentials["dst_sk"])),
+    )

@@ -21,7 +21,7 @@ from omsync.api import errors, task_secrets
 from omsync.api.auth import authorize_project
 from omsync.api.errors import OmsError, invalid, unknown_task_is_400
 from omsync.api.guards import INT64_MAX, check_task_buckets, load_json_body
-from omsync.api.preflight import check_buckets
+from omsync.api.preflight import check_task_row
 from omsync.api.schemas import (
     CreateSyncTaskReq,
     CreateSyncTaskResponse,
@@ -41,7 +41,7 @@ from omsync.api.schemas import (
     TaskLimitsResponse,
 )
 from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
-from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, Credentials, TaskLimits, TaskStatus
+from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, TaskLimits, TaskStatus
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
 from omsync.ledger.tasks import dump_json
 from omsync.services import Services
@@ -134,21 +134,6 @@ def _check_side(services: Services, side: str, cloud: CloudType, region: str, bu
         raise invalid(f"{side}_region", str(exc)) from exc
 
 
-async def _check_task_buckets(services: Services, row: Mapping[str, Any], credentials: Mapping[str, str]) -> None:
-    """Refuse (400 naming the side) a task whose source bucket cannot be read or destination
-    bucket reached with ``credentials``, unless ``check_buckets_on_create`` is off."""
-    settings = services.settings
-    if not settings.check_buckets_on_create:
-        return
-    await check_buckets(
-        services.check_stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
-        src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
-             Credentials(credentials["src_ak"], credentials["src_sk"])),
-        dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
-             Credentials(credentials["dst_ak"], credentials["dst_sk"])),
-    )
-
-
 def _epoch_ms(name: str, value: str | None) -> int:
     if value is None or value == "":
         raise invalid(name, "is required")
@@ -201,7 +186,7 @@ async def create_sync_task(request: Request, project_id: ProjectId, services: Se
         "consistency_check": body.consistency_check.value,
         "object_overwrite_mode": body.object_overwrite_mode.value,
     }
-    await _check_task_buckets(services, fields, secrets.plain)
+    await check_task_row(services, fields, secrets.plain)
     task_id = await services.tasks.create(project_id, fields, secrets.stored)
     return {"sync_task_id": task_id}
 
@@ -275,7 +260,7 @@ async def start_sync_task(
         kept = {k: v for k, v in stored.items() if k.startswith("cdn_key")}
     secrets = await task_secrets.open_secrets(services, project_id, sealed)
     if row["status"] == TaskStatus.STOPPED.value:
-        await _check_task_buckets(services, row, secrets.plain)
+        await check_task_row(services, row, secrets.plain)
     await services.tasks.start(project_id, sync_task_id, {**kept, **secrets.stored})
     services.work_arrived()
     return Response(status_code=200)
