@@ -519,10 +519,12 @@ class MigrationRepository:
                                        .where(migration_tasks.c.id == row.id)).first()
                 if current is None or current.status != row.status:
                     continue
+                # Pausing: copies still leased (an expired lease belongs to a dead worker).
+                # Running: keys without a final outcome.
+                waiting = (and_(ledger.c.state == "inflight", ledger.c.due_at > at) if row.status == PAUSING
+                           else ledger.c.state.in_(("pending", "inflight")))
                 open_rows = conn.scalar(select(func.count()).select_from(ledger).where(
-                    ledger.c.task_id == row.sync_task_id,
-                    ledger.c.state == "inflight" if row.status == PAUSING else ledger.c.state.in_(("pending", "inflight")),
-                    *( [ledger.c.due_at > at] if row.status == PAUSING else [])))
+                    ledger.c.task_id == row.sync_task_id, waiting))
                 if row.status == PAUSING:
                     if not open_rows:
                         conn.execute(update(migration_tasks).where(migration_tasks.c.id == row.id,
