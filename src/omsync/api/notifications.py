@@ -40,7 +40,7 @@ from omsync.api.errors import OmsError, invalid, not_found
 from omsync.api.guards import load_json_body
 from omsync.api.routes import ProjectId, ServicesDep, TaskId, parse_body
 from omsync.ledger.notifications import Change, DeleteSettings, NotificationLedger, counts_view
-from omsync.ledger.queue import BacklogFull, TaskNotFound
+from omsync.ledger.queue import TaskNotFound
 from omsync.notifications import EventKind, Ignore, Parsed, Record, UnknownFormat, parse_message, parse_notification
 from omsync.notifications.model import Envelope
 from omsync.notifications.sns import SignatureProblem, sns_url_allowed, verify_signature
@@ -197,13 +197,9 @@ async def _apply(services: Services, project_id: str, task_id: str, sources: set
     if deleted and not state.settings.enabled:
         parsed.ignore(Ignore.DELETES_OFF, len(deleted))
     if created:
-        try:
-            await services.ledger.accept(task_id, [r.key for r in created], project_id=project_id,
-                                         raw_keys=[r.sent for r in created])
-        except BacklogFull as exc:
-            metrics.throttled(task_id, "backlog")
-            raise OmsError(503, errors.BACKLOG_FULL, f"The task has {exc.pending} keys pending; retry later.",
-                           headers={"Retry-After": str(exc.retry_after)}) from exc
+        # A full backlog (BacklogFull) is answered 503 by the API's one mapping of domain errors.
+        await services.ledger.accept(task_id, [r.key for r in created], project_id=project_id,
+                                     raw_keys=[r.sent for r in created])
         metrics.event_accepted(task_id, len(created))
         services.work_arrived()
     changes = [Change(r.key, r.kind.value, r.sequencer) for r in records if r.sequencer is not None or
@@ -285,10 +281,7 @@ async def post_notification(request: Request, project_id: ProjectId, services: S
     """A native notification body (S3, SNS, EventBridge, MinIO, Ceph, OBS, OSS, COS, Event Grid,
     CloudEvents), signed by the caller. Answers the accepted and ignored counts, or the Event
     Grid validation response."""
-    try:
-        row = await services.tasks.get(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    row = await services.tasks.get(project_id, sync_task_id)
     return await _handle(request, services, project_id, sync_task_id, row, via_webhook=False)
 
 
@@ -354,10 +347,7 @@ def _webhook_view(task_id: str, created: int | None) -> dict[str, Any]:
 async def show_webhook(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
     """Whether the task has a webhook secret, since when, and the URL path (the secret itself is
     never stored, so never shown)."""
-    try:
-        created = await _notifications(services).has_webhook(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    created = await _notifications(services).has_webhook(project_id, sync_task_id)
     return _webhook_view(sync_task_id, created)
 
 
@@ -368,21 +358,15 @@ async def set_webhook(request: Request, project_id: ProjectId, services: Service
     SHA-256 is stored. The secret is 32 to 256 characters of ``A-Z a-z 0-9 - _ . ~``."""
     body = await parse_body(request, WebhookSecretReq)
     notes = _notifications(services)
-    try:
-        await notes.set_webhook(project_id, sync_task_id, hash_token(body.secret))
-        created = await notes.has_webhook(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    await notes.set_webhook(project_id, sync_task_id, hash_token(body.secret))
+    created = await notes.has_webhook(project_id, sync_task_id)
     return _webhook_view(sync_task_id, created)
 
 
 @router.get("/v2/{project_id}/sync-tasks/{sync_task_id}/deletes")
 async def show_deletes(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
     """Delete propagation of the task: settings, pending deletes, breaker, counters."""
-    try:
-        state = await _notifications(services).delete_state(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    state = await _notifications(services).delete_state(project_id, sync_task_id)
     return {"sync_task_id": sync_task_id, **counts_view(state)}
 
 
@@ -392,13 +376,10 @@ async def update_deletes(request: Request, project_id: ProjectId, services: Serv
     """Turn delete propagation on or off and set its grace delay and breaker limit."""
     body = await parse_body(request, DeleteSettingsReq)
     notes = _notifications(services)
-    try:
-        await notes.set_delete_settings(project_id, sync_task_id, DeleteSettings(
-            enabled=body.propagate_deletes, grace_seconds=body.delete_grace_seconds,
-            max_per_minute=body.max_deletes_per_minute))
-        state = await notes.delete_state(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    await notes.set_delete_settings(project_id, sync_task_id, DeleteSettings(
+        enabled=body.propagate_deletes, grace_seconds=body.delete_grace_seconds,
+        max_per_minute=body.max_deletes_per_minute))
+    state = await notes.delete_state(project_id, sync_task_id)
     return {"sync_task_id": sync_task_id, **counts_view(state)}
 
 
@@ -414,11 +395,8 @@ async def resume_deletes(request: Request, project_id: ProjectId, services: Serv
     the source), or with ``{"discard": true}`` are dropped."""
     body = await parse_body(request, ResumeReq, allow_empty=True)
     notes = _notifications(services)
-    try:
-        dropped = await notes.resume_deletes(project_id, sync_task_id, discard=body.discard)
-        state = await notes.delete_state(project_id, sync_task_id)
-    except TaskNotFound as exc:
-        raise not_found(sync_task_id) from exc
+    dropped = await notes.resume_deletes(project_id, sync_task_id, discard=body.discard)
+    state = await notes.delete_state(project_id, sync_task_id)
     metrics.DELETE_BREAKER_OPEN.labels(sync_task_id).set(0)
     log.info("delete breaker of task %s closed by an operator (%d waiting deletes discarded)", sync_task_id, dropped)
     return {"sync_task_id": sync_task_id, "discarded_now": dropped, **counts_view(state)}
