@@ -273,6 +273,9 @@ def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, ki
     while rec.show(task_id, run_id)["source_listed"] < 1000:
         assert time.monotonic() < deadline, server.log()[-3000:]
         time.sleep(0.1)
+    busy = rec.call("POST", f"{task_id}/reconciliations")  # one run of a task at a time
+    assert busy.status_code == 400 and busy.json()["error_code"] == "OMSYNC.0409", busy.text
+    assert run_id in busy.json()["error_msg"]
     time.sleep(0.5)
     _kill_group(server)
     database = sqlite3.connect(server.data_dir / "omsync.db")

@@ -45,6 +45,7 @@ from omsync.domain.decisions import ObjectFacts, decide, verify
 from omsync.domain.errors import BacklogFull, TaskNotFound
 from omsync.domain.keys import encode_key_for_event
 from omsync.domain.model import ConsistencyCheck, TaskSpec
+from omsync.engine.copier import CopyLimits
 from omsync.engine.factory import addressed
 from omsync.engine.object_lists import CONTENT_TYPE, printable
 from omsync.engine.ports import StoreProvider
@@ -367,7 +368,8 @@ class Reconciler:
         if check is ConsistencyCheck.CRC64 and src_facts.crc64 is None and dst_facts.crc64 is None:
             # Neither store exposes a CRC-64: nothing to compare but size and last-modified.
             check = ConsistencyCheck.SIZE_LAST_MODIFIED
-        checked = verify(check, src_facts, dst_facts)
+        # The copier's tolerance: a copy it verified must not look stale here.
+        checked = verify(check, src_facts, dst_facts, clock_skew_seconds=CopyLimits.clock_skew_seconds)
         if checked.ok:
             return
         deltas["differing"] += 1
