@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
 if TYPE_CHECKING:
     # Imported where used: ``omsync serve`` and ``omsync keys`` need no HTTP client.
@@ -19,6 +17,7 @@ from omsync.cli_ops import (
     EXIT_INTERRUPTED,
     ConfigError,
     Ctx,
+    KeysFile,
     TaskArg,
     _api_command,
     _gather_keys,
@@ -41,8 +40,7 @@ def events_send(
         metavar="KEY...", help="Object keys exactly as stored (not URL-encoded).", show_default=False)] = None,
     *,
     ctx: Ctx,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", "-f", help="Read keys from FILE (UTF-8, one per line; '-' = stdin).")] = None,
+    from_file: KeysFile = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Read keys from standard input.")] = False,
     null: Annotated[bool, typer.Option(
         "--null", "-0", help="Keys are NUL-separated (for keys containing newlines, e.g. find -print0).")] = False,
@@ -103,10 +101,8 @@ def events_send(
                  f"resume with --skip {resume}", accepted=accepted, total=len(todo), resume_skip=resume)
     seconds = round(time.monotonic() - started, 3)
     batches = math.ceil(len(todo) / batch_size)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "keys": len(todo), "batches": batches, "seconds": seconds})
-    else:
-        ctx.out.print(Text(f"sent {len(todo):,} key(s) in {batches} batch(es) to sync task {task_id} in {seconds:.1f} s"))
+    ctx.done({"sync_task_id": task_id, "keys": len(todo), "batches": batches, "seconds": seconds},
+             f"sent {len(todo):,} key(s) in {batches} batch(es) to sync task {task_id} in {seconds:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -203,6 +203,14 @@ class Ctx:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
         sys.stdout.flush()
 
+    def done(self, data: Any, text: str) -> None:
+        """Report a finished action: ``data`` as the JSON document with ``--json``, else
+        ``text`` (printed as plain text, never as markup)."""
+        if self.as_json:
+            self.emit(data)
+        else:
+            self.out.print(Text(text))
+
     def fail(self, code: int, message: str, error: dict[str, Any] | None = None, **extra: Any) -> NoReturn:
         """Report an error on stderr (JSON with ``--json``) and exit with ``code``."""
         if self.as_json:
@@ -345,6 +353,8 @@ DstAk = Annotated[str | None, typer.Option("--dst-ak", envvar="OMSYNC_DST_AK", h
                                            show_default=False)]
 DstSk = Annotated[str | None, typer.Option("--dst-sk", envvar="OMSYNC_DST_SK", help="Destination secret key.",
                                            show_default=False)]
+KeysFile = Annotated[Path | None, typer.Option(
+    "--from-file", "-f", help="Read keys from FILE (UTF-8, one per line; '-' = stdin).", show_default=False)]
 
 
 def _kv_table(rows: Iterable[tuple[str, str]], title: str | None = None) -> Table:

@@ -28,6 +28,7 @@ from omsync.cli_ops import (
     HOUR_MS,
     ConfigError,
     Ctx,
+    KeysFile,
     TaskArg,
     _api_command,
     _counters,
@@ -191,8 +192,7 @@ def retry(
         metavar="KEY...", help="Failed keys to re-drive (exact keys); default all failed keys.", show_default=False)] = None,
     *,
     ctx: Ctx,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", "-f", help="Read the keys from FILE (one per line; '-' = stdin).")] = None,
+    from_file: KeysFile = None,
     null: Annotated[bool, typer.Option("--null", "-0", help="Keys in FILE are NUL-separated.")] = False,
 ) -> None:
     """Re-drive failed keys: each becomes pending again and counts as a new request."""
@@ -207,10 +207,7 @@ def retry(
     else:
         # Bounded bodies: the server limits a request to 12 MiB.
         retried = sum(client.retry_failed(task_id, chosen[i:i + 1000]) for i in range(0, len(chosen), 1000))
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "retried": retried})
-    else:
-        ctx.out.print(Text(f"re-driven {retried:,} failed key(s) of sync task {task_id}"))
+    ctx.done({"sync_task_id": task_id, "retried": retried}, f"re-driven {retried:,} failed key(s) of sync task {task_id}")
 
 
 # -- watch ---------------------------------------------------------------------------------------------

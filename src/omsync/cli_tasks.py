@@ -112,10 +112,7 @@ def task_create(
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}")
     task_id = ctx.client().create_task(body)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id})
-    else:
-        ctx.out.print(Text(f"created sync task {task_id}"))
+    ctx.done({"sync_task_id": task_id}, f"created sync task {task_id}")
 
 
 @task_app.command("list")
@@ -204,10 +201,7 @@ def task_start(
         raise ConfigError(f"missing {', '.join(missing)} (or OMSYNC_SRC_AK, OMSYNC_SRC_SK, OMSYNC_DST_AK, OMSYNC_DST_SK)")
     assert src_ak and src_sk and dst_ak and dst_sk
     ctx.client().start_task(task_id, src_ak, src_sk, dst_ak, dst_sk)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "status": "SYNCHRONIZING"})
-    else:
-        ctx.out.print(Text(f"started sync task {task_id}"))
+    ctx.done({"sync_task_id": task_id, "status": "SYNCHRONIZING"}, f"started sync task {task_id}")
 
 
 @task_app.command("stop")
@@ -215,10 +209,7 @@ def task_start(
 def task_stop(task_id: TaskArg, *, ctx: Ctx) -> None:
     """Stop a task; events sent meanwhile are kept and copied after the next start."""
     ctx.client().stop_task(task_id)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "status": "STOPPED"})
-    else:
-        ctx.out.print(Text(f"stopped sync task {task_id}"))
+    ctx.done({"sync_task_id": task_id, "status": "STOPPED"}, f"stopped sync task {task_id}")
 
 
 @task_app.command("delete")
@@ -233,10 +224,7 @@ def task_delete(
     if not yes and not ctx.as_json and sys.stdin.isatty() and not typer.confirm(f"Delete sync task {task_id}?"):
         raise typer.Exit(EXIT_OK)
     ctx.client().delete_task(task_id)
-    if ctx.as_json:
-        ctx.emit({"sync_task_id": task_id, "deleted": True})
-    else:
-        ctx.out.print(Text(f"deleted sync task {task_id}"))
+    ctx.done({"sync_task_id": task_id, "deleted": True}, f"deleted sync task {task_id}")
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
