@@ -132,6 +132,12 @@ def test_the_sync_task_api_never_shows_a_migration_task(client: Any, data_dir: P
     assert (caught.value.status_code, caught.value.error_code) == (400, "OMS.1009")
     assert raw(api_server, keys, "GET", f"/sync-tasks/{hidden}/limits").status_code == 404
     assert raw(api_server, keys, "GET", f"/sync-tasks/{hidden}/failed-objects").status_code == 404
+    # Nothing can be posted to it either: events, notifications, reconciliations.
+    for path, body in ((f"/sync-tasks/{hidden}/events", b'{"object_keys": ["photos/a"]}'),
+                       (f"/sync-tasks/{hidden}/notifications", b'{"Records": []}'),
+                       (f"/sync-tasks/{hidden}/reconciliations", b"{}")):
+        answer = raw(api_server, keys, "POST", path, body)
+        assert (answer.status_code, answer.json()["error_code"]) == (404, "OMS.1009"), (path, answer.text)
 
 
 def test_other_project_cannot_see_or_change_it(client: Any, other_client: Any) -> None:

@@ -40,9 +40,11 @@ from omsync.api.schemas import (
     TaskLimitsReq,
     TaskLimitsResponse,
 )
+from omsync.domain.errors import TaskNotFound
 from omsync.domain.keys import MAX_KEY_BYTES, KeyDecodeError, decode_event_key
 from omsync.domain.model import CdnAuthentication, CloudType, ConsistencyCheck, TaskLimits, TaskStatus
 from omsync.domain.stats import StatsRangeError, aggregate, choose_granularity, month_range
+from omsync.ledger.migration_tasks import SYNC_ID_PREFIX as MIGRATION_ID_PREFIX
 from omsync.ledger.tasks import dump_json
 from omsync.services import Services
 from omsync.stores.profiles import EndpointError, resolve_endpoint
@@ -73,7 +75,17 @@ async def project_scope(
 
 
 ProjectId = Annotated[str, Depends(project_scope)]
-TaskId = Annotated[str, Path(min_length=1, max_length=1024)]
+
+
+def sync_task_scope(sync_task_id: Annotated[str, Path(min_length=1, max_length=1024)]) -> str:
+    """A sync task's id from the path. The engine rows of migration tasks live beside sync
+    tasks; under ``sync-tasks/`` they do not exist (``TaskNotFound``)."""
+    if sync_task_id.startswith(MIGRATION_ID_PREFIX):
+        raise TaskNotFound(sync_task_id)
+    return sync_task_id
+
+
+TaskId = Annotated[str, Depends(sync_task_scope)]
 
 
 async def parse_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
