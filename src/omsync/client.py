@@ -526,6 +526,21 @@ class OmsyncClient:
         runs: list[dict[str, Any]] = answer["reconciliations"]
         return runs
 
+    def set_reconciliation_schedule(self, task_id: str, interval_seconds: int, prefix: str = "") -> dict[str, Any]:
+        """Reconcile the task every ``interval_seconds`` (the first run now)."""
+        answer: dict[str, Any] = self.request("PUT", self._task_path(task_id, "/reconciliation-schedule"),
+                                              json_body={"interval_seconds": interval_seconds, "prefix": prefix})
+        return answer
+
+    def reconciliation_schedule(self, task_id: str) -> dict[str, Any]:
+        """The task's reconciliation schedule (404 OMS.1009 when it has none)."""
+        answer: dict[str, Any] = self.request("GET", self._task_path(task_id, "/reconciliation-schedule"))
+        return answer
+
+    def clear_reconciliation_schedule(self, task_id: str) -> None:
+        """Remove the task's reconciliation schedule."""
+        self.request("DELETE", self._task_path(task_id, "/reconciliation-schedule"))
+
     # -- OMS migration tasks (/v2/{project_id}/tasks) -------------------------------------------
 
     @staticmethod

@@ -322,3 +322,33 @@ def test_cli_reconcile_waits_lists_and_shows(moto_s3: S3Server, moto_sync: Sync,
     unknown = cli("reconcile", "no-such-task", "--json")
     assert unknown.code != 0 and unknown.error()["error"]["error_code"] == "OMS.1009"
     wait_copied(moto_sync, task_id, 3)
+
+
+def test_schedule_starts_runs_by_itself(moto_s3: S3Server, moto_sync: Sync, tmp_path: Path) -> None:
+    from tests.cli.conftest import Cli, connection_env
+
+    src, dst = moto_s3.make_bucket("rec-sched-src"), moto_s3.make_bucket("rec-sched-dst")
+    put_objects(moto_s3, src, {"s/1": b"one", "s/2": b"two"})
+    task_id = moto_sync.create_task(**task_fields(moto_s3, src, dst))
+    cli = Cli(tmp_path, connection_env(moto_sync.server, moto_sync.key), (moto_sync.key["secret_key"],))
+    refused = cli("reconcile", task_id, "--every", "30s", "--json")
+    assert refused.code != 0 and "interval_seconds" in refused.error()["error"]["error_msg"]
+    assert cli("reconcile", task_id, "--every", "soon").code != 0
+    before = int(time.time() * 1000)
+    scheduled = cli("reconcile", task_id, "--every", "1h", "--prefix", "s/", "--json")
+    assert scheduled.code == 0, scheduled.stderr
+    assert (scheduled.json()["interval_seconds"], scheduled.json()["prefix"]) == (3600, "s/")
+    rec = Reconcile(moto_sync)
+    deadline = time.monotonic() + 30
+    while not (runs := rec.call("GET", f"{task_id}/reconciliations").json()["reconciliations"]):
+        assert time.monotonic() < deadline, moto_sync.server.log()[-3000:]
+        time.sleep(0.5)
+    [run] = runs
+    done = rec.wait(task_id, run["reconciliation_id"])
+    assert (done["status"], done["prefix"], done["missing"], done["enqueued"]) == ("SUCCESS", "s/", 2, 2)
+    shown = rec.call("GET", f"{task_id}/reconciliation-schedule").json()
+    assert shown["next_run_at"] >= before + 3600_000
+    cleared = cli("reconcile", task_id, "--no-schedule")
+    assert cleared.code == 0, cleared.stderr
+    assert rec.call("GET", f"{task_id}/reconciliation-schedule").status_code == 404
+    wait_copied(moto_sync, task_id, 2)

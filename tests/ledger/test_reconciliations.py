@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from omsync.domain.errors import TaskNotFound
+from omsync.ledger.queue import now_ms
 from omsync.ledger.reconciliations import FAILED, SUCCESS, ReconciliationRunning, Reconciliations
 from omsync.services import Services
 from tests.ledger.test_ledger import PROJECT, new_task
@@ -71,3 +72,28 @@ async def test_a_released_run_is_continued_at_once(services: Services) -> None:
     await runs.release(run_id, "w1")
     again = await runs.claim("w2", 60)
     assert again is not None and again.id == run_id
+
+
+async def test_schedules_start_one_run_when_due(services: Services) -> None:
+    runs = Reconciliations(services.db)
+    task = await new_task(services)
+    with pytest.raises(TaskNotFound):
+        await runs.set_schedule("another-project", task, 3600, "")
+    future = await runs.set_schedule(PROJECT, task, 3600, "p/", next_at=now_ms() + 60_000)
+    assert await runs.start_due() == []  # not due yet
+    assert await runs.schedule("another-project", task) is None
+    await runs.set_schedule(PROJECT, task, 3600, "p/", next_at=now_ms() - 10)  # replaces it
+    # Two processes looking at once: one run.
+    started = await asyncio.gather(runs.start_due(), runs.start_due())
+    [run_id] = [*started[0], *started[1]]
+    run = await runs.get(PROJECT, task, run_id)
+    assert run is not None and (run.status, run.prefix) == ("RUNNING", "p/")
+    schedule = await runs.schedule(PROJECT, task)
+    assert schedule is not None and schedule.next_at > now_ms() + 3500_000 and schedule != future
+    # Due again while the run is still RUNNING: skipped, the schedule moves on.
+    await runs.set_schedule(PROJECT, task, 3600, "p/", next_at=now_ms() - 10)
+    assert await runs.start_due() == []
+    assert [r.id for r in await runs.recent(PROJECT, task)] == [run_id]
+    assert await runs.clear_schedule(PROJECT, task)
+    assert not await runs.clear_schedule(PROJECT, task)
+    assert await runs.schedule(PROJECT, task) is None

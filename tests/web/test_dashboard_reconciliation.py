@@ -46,3 +46,14 @@ async def test_task_page_shows_the_last_run(dashboard: Dashboard) -> None:
         assert other.status_code == 404 and latest not in other.text
         assert "Never reconciled" in section((await client.get(
             f"/ui/tasks/{quote(dashboard.other_task, safe='')}")).text)
+
+
+async def test_task_page_shows_the_schedule(dashboard: Dashboard) -> None:
+    runs = Reconciliations(dashboard.services.db)
+    page_url = f"/ui/tasks/{quote(dashboard.task, safe='')}"
+    async with logged_in(dashboard) as (client, _):
+        assert "No schedule." in section((await client.get(page_url)).text)
+    await runs.set_schedule(PROJECT, dashboard.task, 86_400, "logs/", next_at=1_900_000_000_000)
+    async with logged_in(dashboard, None) as (client, _):  # the operator sees it too
+        shown = section((await client.get(page_url)).text)
+        assert "Scheduled every 24h 00m" in shown and "logs/" in shown and "2030-03-17 17:46:40 UTC" in shown

@@ -6,6 +6,9 @@
 * ``GET .../reconciliations/{reconciliation_id}``: its ``status`` (RUNNING, SUCCESS, FAILED),
   counters, times and ``error_reason``.
 * ``GET .../reconciliations``: the task's latest runs, newest first.
+* ``PUT .../reconciliation-schedule`` ``{"interval_seconds": 86400, "prefix": "", "next_run_at": ms}``
+  runs one every interval (the first at ``next_run_at``, default now); ``GET`` shows it,
+  ``DELETE`` removes it.
 
 An unknown task, or one of another project, is 404 ``OMS.1009``; so is an unknown run. A run
 while another of the same task is RUNNING is 400 ``OMSYNC.0409``.
@@ -15,10 +18,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from omsync.api.errors import NOT_FOUND, STATE_CONFLICT, OmsError, invalid
+from omsync.api.guards import INT64_MAX
 from omsync.api.routes import ProjectId, ServicesDep, TaskId, parse_body
 from omsync.ledger.reconciliations import ReconciliationRunning, Reconciliations
 from omsync.services import Services
@@ -34,6 +38,19 @@ class ReconciliationReq(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prefix: Annotated[StrictStr, Field(max_length=1024)] = ""
+
+
+MIN_INTERVAL, MAX_INTERVAL = 60, 366 * 86_400
+
+
+class ScheduleReq(BaseModel):
+    """A task's recurring reconciliation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: Annotated[StrictInt, Field(ge=MIN_INTERVAL, le=MAX_INTERVAL)]
+    prefix: Annotated[StrictStr, Field(max_length=1024)] = ""
+    next_run_at: Annotated[StrictInt, Field(ge=0, le=INT64_MAX)] | None = None
 
 
 def _runs(services: Services) -> Reconciliations:
@@ -77,6 +94,41 @@ async def list_reconciliations(project_id: ProjectId, services: ServicesDep, syn
     await services.tasks.get(project_id, sync_task_id)
     runs = await _runs(services).recent(project_id, sync_task_id, limit)
     return {"reconciliations": [run.as_dict() for run in runs]}
+
+
+
+@router.put("/{sync_task_id}/reconciliation-schedule")
+async def set_schedule(request: Request, project_id: ProjectId, services: ServicesDep,
+                       sync_task_id: TaskId) -> dict[str, Any]:
+    """Run the task's reconciliation every ``interval_seconds`` (60 s to 366 days) under
+    ``prefix``, the first at ``next_run_at`` (epoch ms, default now); replaces any schedule. A
+    due run is skipped while one of the task is still RUNNING."""
+    body = await parse_body(request, ScheduleReq)
+    if "\x00" in body.prefix:
+        raise invalid("prefix", "must not contain NUL")
+    await services.tasks.get(project_id, sync_task_id)
+    schedule = await _runs(services).set_schedule(project_id, sync_task_id, body.interval_seconds, body.prefix,
+                                                  body.next_run_at)
+    return schedule.as_dict()
+
+
+@router.get("/{sync_task_id}/reconciliation-schedule")
+async def show_schedule(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> dict[str, Any]:
+    """The task's schedule; 404 OMS.1009 when it has none."""
+    await services.tasks.get(project_id, sync_task_id)
+    schedule = await _runs(services).schedule(project_id, sync_task_id)
+    if schedule is None:
+        raise OmsError(404, NOT_FOUND, f"sync task {sync_task_id} has no reconciliation schedule")
+    return schedule.as_dict()
+
+
+@router.delete("/{sync_task_id}/reconciliation-schedule")
+async def delete_schedule(project_id: ProjectId, services: ServicesDep, sync_task_id: TaskId) -> Response:
+    """Remove the task's schedule (runs already started go on); 404 OMS.1009 when it has none."""
+    await services.tasks.get(project_id, sync_task_id)
+    if not await _runs(services).clear_schedule(project_id, sync_task_id):
+        raise OmsError(404, NOT_FOUND, f"sync task {sync_task_id} has no reconciliation schedule")
+    return Response(status_code=204)
 
 
 __all__ = ["router"]

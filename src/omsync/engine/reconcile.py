@@ -61,6 +61,7 @@ WINDOW = 1000             # joined keys per checkpoint (and per report part at m
 RUN_SIZE = 50_000         # entries per sorted run of a store that does not list in key order
 ACCEPT_CHUNK = 1000       # keys per Ledger.accept call
 IDLE_SECONDS = 1.0
+SCHEDULE_SECONDS = 5.0    # how often each worker process looks for due schedules
 MAX_ATTEMPTS = 5          # retryable store errors in a row before a run fails
 
 
@@ -199,7 +200,8 @@ def _line(kind: str, key: str, src: Entry | None, dst: Entry | None, reason: str
 
 class Reconciler:
     """Drives reconciliation runs in one worker process: claims one run at a time under a
-    lease, renews it while working, and gives it back on :meth:`stop`. ``notify`` wakes the
+    lease, renews it while working, and gives it back on :meth:`stop`; starts the runs that
+    tasks' schedules make due. ``notify`` wakes the
     copy engine once keys were enqueued. Use ``start()`` and ``await stop()``."""
 
     def __init__(self, settings: Settings, runs: Reconciliations, ledger: Ledger, tasks: TaskRepository,
@@ -216,26 +218,38 @@ class Reconciler:
         self.window = window
         self.page_size = page_size
         self.run_size = run_size
-        self._loop: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._current: Run | None = None
 
     def start(self) -> None:
-        """Start claiming runs (idempotent)."""
-        if self._loop is None:
-            self._loop = asyncio.create_task(self._claim_loop(), name="omsync-reconciler")
+        """Start claiming runs and starting scheduled ones (idempotent)."""
+        if not self._loops:
+            self._loops = [asyncio.create_task(self._claim_loop(), name="omsync-reconciler"),
+                           asyncio.create_task(self._schedule_loop(), name="omsync-reconcile-schedules")]
 
     async def stop(self) -> None:
         """Stop, and give the lease of the run in progress back (its checkpoint stays)."""
-        loop, self._loop = self._loop, None
-        if loop is not None:
+        loops, self._loops = self._loops, []
+        for loop in loops:
             loop.cancel()
-            await asyncio.gather(loop, return_exceptions=True)
+        await asyncio.gather(*loops, return_exceptions=True)
         run, self._current = self._current, None
         if run is not None:
             try:
                 await self.runs.release(run.id, self.owner)
             except Exception:
                 log.exception("could not release reconciliation %s; its lease will run out", run.id)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            try:
+                for run_id in await self.runs.start_due():
+                    log.info("reconciliation %s started by its task's schedule", run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("starting scheduled reconciliations failed")
+            await asyncio.sleep(SCHEDULE_SECONDS)
 
     async def _claim_loop(self) -> None:
         failures = 0

@@ -66,6 +66,33 @@ reconciliations = Table(
 )
 
 
+reconciliation_schedules = Table(
+    "reconciliation_schedules",
+    metadata,
+    Column("task_id", String(64), ForeignKey("sync_tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(1024), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("interval_seconds", BigInteger, nullable=False),
+    Column("next_at", BigInteger, nullable=False),
+    Index("ix_reconciliation_schedules_next", "next_at"),
+)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A task's recurring reconciliation: a run under ``prefix`` every ``interval_seconds``,
+    the next one due at ``next_at`` (epoch ms)."""
+
+    task_id: str
+    prefix: str
+    interval_seconds: int
+    next_at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sync_task_id": self.task_id, "prefix": self.prefix, "interval_seconds": self.interval_seconds,
+                "next_run_at": self.next_at}
+
+
 class ReconciliationRunning(Exception):
     """A run of the task is already RUNNING (its id in ``run_id``)."""
 
@@ -244,6 +271,85 @@ class Reconciliations:
 
         return await self.db.run_write(finish_tx)
 
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def set_schedule(self, project_id: str, task_id: str, interval_seconds: int, prefix: str,
+                           next_at: int | None = None) -> Schedule:
+        """Run the task's reconciliation every ``interval_seconds``, the first due at
+        ``next_at`` (default: now), replacing any schedule it had. Raises
+        :class:`TaskNotFound` for a task not of ``project_id``."""
+        first = now_ms() if next_at is None else next_at
+        s = reconciliation_schedules.c
+
+        def set_tx(conn: Connection) -> Schedule:
+            owner = conn.execute(select(sync_tasks.c.project_id).where(sync_tasks.c.id == task_id)).first()
+            if owner is None or owner.project_id != project_id:
+                raise TaskNotFound(task_id)
+            values = {"prefix": prefix, "interval_seconds": interval_seconds, "next_at": first}
+            changed = conn.execute(update(reconciliation_schedules).where(s.task_id == task_id).values(**values))
+            if not changed.rowcount:
+                conn.execute(reconciliation_schedules.insert().values(task_id=task_id, project_id=project_id,
+                                                                      **values))
+            return Schedule(task_id, prefix, interval_seconds, first)
+
+        return await self.db.run_write(set_tx)
+
+    async def schedule(self, project_id: str, task_id: str) -> Schedule | None:
+        """The task's schedule, or None."""
+        s = reconciliation_schedules.c
+
+        def get_tx(conn: Connection) -> Schedule | None:
+            row = conn.execute(select(reconciliation_schedules).where(
+                s.task_id == task_id, s.project_id == project_id)).first()
+            return None if row is None else Schedule(row.task_id, row.prefix, int(row.interval_seconds),
+                                                     int(row.next_at))
+
+        return await self.db.run_read(get_tx)
+
+    async def clear_schedule(self, project_id: str, task_id: str) -> bool:
+        """Remove the task's schedule; False when it had none."""
+        s = reconciliation_schedules.c
+
+        def clear_tx(conn: Connection) -> bool:
+            done = conn.execute(reconciliation_schedules.delete().where(
+                s.task_id == task_id, s.project_id == project_id))
+            return bool(done.rowcount)
+
+        return await self.db.run_write(clear_tx)
+
+    async def start_due(self, limit: int = 100) -> list[str]:
+        """Start a run for every schedule that is due (at most ``limit``), moving each one's
+        ``next_at`` on by whole intervals past now; a task whose previous run is still RUNNING
+        gets no second one. Safe to call from many processes: each due schedule is taken by
+        one. Returns the ids of the runs started."""
+        at = now_ms()
+        s = reconciliation_schedules.c
+        r = reconciliations.c
+
+        def due_tx(conn: Connection) -> list[str]:
+            started: list[str] = []
+            rows = conn.execute(select(reconciliation_schedules).where(s.next_at <= at)
+                                .order_by(s.next_at).limit(limit)).all()
+            for row in rows:
+                interval = max(1, int(row.interval_seconds)) * 1000
+                following = int(row.next_at) + ((at - int(row.next_at)) // interval + 1) * interval
+                taken = conn.execute(update(reconciliation_schedules).where(
+                    s.task_id == row.task_id, s.next_at == row.next_at).values(next_at=following))
+                if not taken.rowcount:
+                    continue  # another process took it
+                running = conn.execute(select(r.id).where(r.task_id == row.task_id, r.status == RUNNING)
+                                       .limit(1)).first()
+                if running is not None:
+                    continue
+                run_id = uuid.uuid4().hex
+                conn.execute(reconciliations.insert().values(
+                    id=run_id, task_id=row.task_id, project_id=row.project_id, prefix=row.prefix, status=RUNNING,
+                    started_at=at))
+                started.append(run_id)
+            return started
+
+        return await self.db.run_write(due_tx)
+
     async def release(self, run_id: str, owner: str) -> None:
         """Give the lease back (shutdown): another process may continue at once."""
         r = reconciliations.c
@@ -254,5 +360,5 @@ class Reconciliations:
         await self.db.run_write(release_tx)
 
 
-__all__ = ["COUNTERS", "FAILED", "RUNNING", "SUCCESS", "ReconciliationRunning", "Reconciliations", "Run",
-           "reconciliations"]
+__all__ = ["COUNTERS", "FAILED", "RUNNING", "SUCCESS", "ReconciliationRunning", "Reconciliations", "Run", "Schedule",
+           "reconciliation_schedules", "reconciliations"]

@@ -454,7 +454,9 @@ async def task_page(request: Request, task_id: str) -> Response:
     failed_total = await views.failed_count(services.db, task_id)
     latency = await data.latency_percentiles(services.db, task_id, first, end)
     deletes = counts_view(await NotificationLedger(services.db).delete_state(None, task_id))
-    reconciliation = (await Reconciliations(services.db).latest([task_id])).get(task_id)
+    runs = Reconciliations(services.db)
+    reconciliation = (await runs.latest([task_id])).get(task_id)
+    schedule = await runs.schedule(task["project_id"], task_id)
     secrets = await _task_secrets(services, task_id)
     redact = _redactor(secrets) if secrets is not None else (lambda _text: "(hidden)")
     failures = [{**item, "message": redact(item["message"])} for item in failed]
@@ -468,6 +470,7 @@ async def task_page(request: Request, task_id: str) -> Response:
         next_after=failed[-1]["id"] if len(failed) == _FAILED_PAGE else None,
         latency=latency, notice=notice, window_start=first, deletes=deletes,
         reconciliation=reconciliation.as_dict() if reconciliation is not None else None,
+        schedule=schedule.as_dict() if schedule is not None else None,
         can_stop=task["status"] == TaskStatus.SYNCHRONIZING.value,
     )
 

@@ -1,5 +1,5 @@
-"""Reconciliation runs of sync tasks: status, counters, listing checkpoint and lease
-(omsync.ledger.reconciliations).
+"""Reconciliation runs of sync tasks (status, counters, listing checkpoint and lease) and
+per-task schedules of them (omsync.ledger.reconciliations).
 
 Revision ID: 0006
 Revises: 0005
@@ -36,9 +36,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_reconciliations_task", "reconciliations", ["task_id", "started_at"])
     op.create_index("ix_reconciliations_status", "reconciliations", ["status"])
+    op.create_table(
+        "reconciliation_schedules",
+        sa.Column("task_id", sa.String(64), sa.ForeignKey("sync_tasks.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("project_id", sa.String(1024), nullable=False),
+        sa.Column("prefix", sa.Text, nullable=False),
+        sa.Column("interval_seconds", sa.BigInteger, nullable=False),
+        sa.Column("next_at", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_reconciliation_schedules_next", "reconciliation_schedules", ["next_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reconciliation_schedules_next", table_name="reconciliation_schedules")
+    op.drop_table("reconciliation_schedules")
     op.drop_index("ix_reconciliations_status", table_name="reconciliations")
     op.drop_index("ix_reconciliations_task", table_name="reconciliations")
     op.drop_table("reconciliations")
