@@ -352,3 +352,13 @@ def test_schedule_starts_runs_by_itself(moto_s3: S3Server, moto_sync: Sync, tmp_
     assert cleared.code == 0, cleared.stderr
     assert rec.call("GET", f"{task_id}/reconciliation-schedule").status_code == 404
     wait_copied(moto_sync, task_id, 2)
+
+
+def test_a_run_whose_source_is_gone_fails_with_the_reason(moto_s3: S3Server, moto_sync: Sync) -> None:
+    src, dst = moto_s3.make_bucket("rec-gone-src"), moto_s3.make_bucket("rec-gone-dst")
+    task_id = moto_sync.create_task(**task_fields(moto_s3, src, dst))
+    moto_s3.client().delete_bucket(Bucket=src)
+    rec = Reconcile(moto_sync)
+    run = rec.wait(task_id, rec.start(task_id))
+    assert run["status"] == "FAILED" and "NoSuchBucket" in run["error_reason"], run
+    assert run["finished_at"] is not None and run["enqueued"] == 0

@@ -201,8 +201,8 @@ def _line(kind: str, key: str, src: Entry | None, dst: Entry | None, reason: str
 class Reconciler:
     """Drives reconciliation runs in one worker process: claims one run at a time under a
     lease, renews it while working, and gives it back on :meth:`stop`; starts the runs that
-    tasks' schedules make due. ``notify`` wakes the
-    copy engine once keys were enqueued. Use ``start()`` and ``await stop()``."""
+    tasks' schedules make due. ``notify`` wakes the copy engine once keys were enqueued. Use
+    ``start()`` and ``await stop()``."""
 
     def __init__(self, settings: Settings, runs: Reconciliations, ledger: Ledger, tasks: TaskRepository,
                  stores: StoreProvider, owner: str, notify: Callable[[], None], *, window: int = WINDOW,
@@ -220,6 +220,7 @@ class Reconciler:
         self.run_size = run_size
         self._loops: list[asyncio.Task[None]] = []
         self._current: Run | None = None
+        self._last_error = ""  # why the last attempt is to be retried
 
     def start(self) -> None:
         """Start claiming runs and starting scheduled ones (idempotent)."""
@@ -269,14 +270,15 @@ class Reconciler:
                 retry = await self.drive(run)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("reconciliation %s stopped by an unexpected error", run.id)
+                self._last_error = f"{type(exc).__name__}: {exc}"
                 retry = True
             self._current = None
             failures = failures + 1 if retry else 0
             if retry:
                 if failures >= MAX_ATTEMPTS:
-                    await self.runs.finish(run.id, self.owner, FAILED, "gave up after repeated store errors")
+                    await self._fail(run, f"gave up after {MAX_ATTEMPTS} attempts; last: {self._last_error}")
                     failures = 0
                 else:
                     await self.runs.release(run.id, self.owner)
@@ -303,6 +305,7 @@ class Reconciler:
         except StoreError as exc:
             if exc.retryable:
                 log.info("reconciliation %s: %s; will continue from the checkpoint", run.id, exc.message)
+                self._last_error = f"[{exc.code}] {exc.message}"
                 return True
             await self._fail(run, f"[{exc.code}] {exc.message}")
         except TaskNotFound:
