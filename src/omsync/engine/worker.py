@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from omsync import metrics
 from omsync.db import Database
+from omsync.domain.errors import TaskNotFound
 from omsync.domain.model import ConsistencyCheck, Outcome, OutcomeKind, OverwriteMode, TaskSpec
 from omsync.engine.copier import Copier
 from omsync.engine.factory import addressed
@@ -43,7 +44,7 @@ from omsync.engine.prefixed import with_key_prefix
 from omsync.engine.restore import RestoreHandler, archived_error
 from omsync.engine.retry import CopyError, Final, Retry, RetryPolicy, Side, Verdict
 from omsync.engine.throttle import Throttles
-from omsync.ledger.queue import Claim, FinishResult, Ledger, TaskNotFound
+from omsync.ledger.queue import Claim, FinishResult, Ledger
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 
