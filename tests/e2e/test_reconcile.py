@@ -242,7 +242,7 @@ def killable(moto_s3: S3Server, tmp_path: Path) -> Iterator[OmsyncServer]:
         "OMSYNC_LEASE_SECONDS": "2",
         "OMSYNC_MAX_PENDING_PER_TASK": "300",
     }
-    server = OmsyncServer(data_dir=tmp_path / "data", env=env, workers=2)
+    server = OmsyncServer(data_dir=tmp_path / "data", env=env, workers=8)
     yield server
     server.stop()
 
@@ -256,9 +256,11 @@ def _kill_group(server: OmsyncServer) -> None:
     server.proc.wait()
 
 
-def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, killable: OmsyncServer) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, killable: OmsyncServer,
+                                                           how: str) -> None:
     server = killable.start()
-    src, dst = moto_s3.make_bucket("rec-kill-src"), moto_s3.make_bucket("rec-kill-dst")
+    src, dst = moto_s3.make_bucket(f"rec-{how.lower()}-src"), moto_s3.make_bucket(f"rec-{how.lower()}-dst")
     keys = [f"k/{i:05d}" for i in range(1500)]
     put_objects(moto_s3, src, {key: key.encode() for key in keys})
     sync = Sync(server)
@@ -277,12 +279,16 @@ def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, ki
     assert busy.status_code == 400 and busy.json()["error_code"] == "OMSYNC.0409", busy.text
     assert run_id in busy.json()["error_msg"]
     time.sleep(0.5)
-    _kill_group(server)
+    if how == "SIGKILL":
+        _kill_group(server)
+    else:
+        server.stop()  # SIGTERM: the worker gives the lease back, the checkpoint stays
     database = sqlite3.connect(server.data_dir / "omsync.db")
-    status, listed, position = database.execute(
-        "SELECT status, source_listed, position FROM reconciliations WHERE id = ?", (run_id,)).fetchone()
+    status, listed, position, lease_until = database.execute(
+        "SELECT status, source_listed, position, lease_until FROM reconciliations WHERE id = ?", (run_id,)).fetchone()
     database.close()
     assert (status, listed, bytes(position).decode()) == ("RUNNING", 1000, "k/00999")
+    assert (lease_until == 0) == (how == "SIGTERM")
     log_mark = moto_s3.log_path.stat().st_size
     server.start()
     sync = Sync(server)
@@ -299,7 +305,7 @@ def test_sigkill_mid_listing_continues_from_the_checkpoint(moto_s3: S3Server, ki
         log.seek(log_mark)
         after_restart = log.read().decode(errors="replace")
     # (StartSyncTask's bucket check lists one object: max-keys=1)
-    listings = [line for line in after_restart.splitlines() if "/rec-kill-src?" in line and "max-keys=1000" in line]
+    listings = [line for line in after_restart.splitlines() if f"/{src}?" in line and "max-keys=1000" in line]
     assert listings and all("start-after=" in line or "continuation-token=" in line for line in listings), listings
 
 

@@ -292,7 +292,15 @@ class Reconciler:
             log.info("reconciliation %s of task %s: continuing after its checkpoint", run.id, run.task_id)
         heartbeat = asyncio.create_task(self._heartbeat(run), name=f"omsync-reconcile-lease-{run.id}")
         work = asyncio.create_task(self._work(run), name=f"omsync-reconcile-{run.id}")
-        done, _ = await asyncio.wait({heartbeat, work}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({heartbeat, work}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Shutting down: stop both before the caller gives the lease back, so no checkpoint
+            # is written (and the lease renewed) after that.
+            for task in (heartbeat, work):
+                task.cancel()
+            await asyncio.gather(heartbeat, work, return_exceptions=True)
+            raise
         if work not in done:  # the lease was lost: someone else drives the run now
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
