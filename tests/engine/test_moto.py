@@ -131,7 +131,7 @@ async def test_copy_on_moto(moto_s3: S3Server, factory: StoreFactory, size: int,
     assert moto_s3.client().list_multipart_uploads(Bucket=dst_bucket).get("Uploads", []) == []
     # A second copy finds nothing to do.
     again = await copier(factory).copy(spec, key, source, destination,
-                                          server_side=factory.server_side(spec))
+                                       server_side=factory.server_side(spec))
     assert (again.kind, again.reason) == (OutcomeKind.SKIP, "not_modified")
 
 
@@ -140,7 +140,7 @@ async def test_missing_source_on_moto_is_source_not_found(moto_s3: S3Server, fac
     source, destination = await stores(factory, spec)
     with pytest.raises(CopyError) as caught:
         await copier(factory).copy(spec, "absent", source, destination,
-                                          server_side=factory.server_side(spec))
+                                   server_side=factory.server_side(spec))
     assert caught.value.kind is ErrorKind.NOT_FOUND
     verdict = RetryPolicy().decide(caught.value, 0)
     assert isinstance(verdict, Final) and verdict.outcome.reason == "source_not_found"
@@ -164,7 +164,7 @@ async def test_awkward_keys_round_trip_byte_exact_with_metadata(
     async def one(key: str) -> OutcomeKind:
         async with limit:
             return (await copier(factory).copy(spec, key, source, destination,
-                                          server_side=factory.server_side(spec))).kind
+                                               server_side=factory.server_side(spec))).kind
 
     kinds = await asyncio.gather(*(one(key) for key in keys))
     assert set(kinds) == {OutcomeKind.SUCCESS}
@@ -196,7 +196,7 @@ async def test_keys_moto_cannot_hold_are_refused_up_front(moto_s3: S3Server, fac
             continue
         with pytest.raises(CopyError) as caught:
             await copier(factory).copy(spec, key, source, destination,
-                                          server_side=factory.server_side(spec))
+                                       server_side=factory.server_side(spec))
         verdict = RetryPolicy().decide(caught.value, 0)
         assert isinstance(verdict, Final) and verdict.outcome.reason == "unsupported_key", kid
 
