@@ -166,7 +166,7 @@ def test_drift_is_repaired_exactly_and_extras_are_untouched(moto_s3: S3Server, m
     assert copied == want
     # The drift report, next to the object lists: one line per drifted key, keys exact.
     lines, summary = drift_report(moto_s3, dst, task_id, run_id)
-    assert summary["status"] == "SUCCESS" and summary["missing"] == run["missing"]
+    assert summary["status"] == "SUCCESS" and summary["missing"] == run["missing"] and summary["finished_at"]
     kinds: dict[str, set[str]] = {"missing": set(), "differing": set(), "extra": set()}
     for kind, exact, *_ in lines:
         kinds[kind].add(unquote_plus(exact))

@@ -49,7 +49,7 @@ from omsync.engine.copier import CopyLimits
 from omsync.engine.factory import addressed
 from omsync.engine.object_lists import CONTENT_TYPE, printable
 from omsync.engine.ports import StoreProvider
-from omsync.ledger.queue import Ledger
+from omsync.ledger.queue import Ledger, now_ms
 from omsync.ledger.reconciliations import COUNTERS, FAILED, SUCCESS, Reconciliations, Run
 from omsync.ledger.tasks import TaskRepository
 from omsync.stores.base import ObjectStore, PutOptions, StoreError
@@ -360,7 +360,8 @@ class Reconciler:
             parts = await self._commit(run, spec, destination, folder, parts, window)
         summary = await self.runs.get(run.project_id, run.task_id, run.id)
         if summary is not None:
-            body = json.dumps({**summary.as_dict(), "status": SUCCESS}, indent=1).encode("utf-8")
+            final = {**summary.as_dict(), "status": SUCCESS, "finished_at": now_ms()}
+            body = json.dumps(final, indent=1).encode("utf-8")
             await destination.put(spec.dst_bucket, f"{folder}/summary.json", body,
                                   PutOptions(content_type="application/json"))
         if await self.runs.finish(run.id, self.owner, SUCCESS):
