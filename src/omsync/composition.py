@@ -11,7 +11,7 @@ implementations.
 - :func:`build_engine`: the engine with its copier (copy limits), retry policy, throttles and
   restore handler, each given only the settings it uses;
 - :func:`worker_parts`: what a worker process runs: the store factory, the engine, delete
-  propagation and the migration-task runner (started by :mod:`omsync.runtime`).
+  propagation, the migration-task runner and the reconciler (started by :mod:`omsync.runtime`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from omsync.engine.deletes import DeletePropagator
 from omsync.engine.factory import StoreFactory
 from omsync.engine.migration import MigrationRunner
 from omsync.engine.ports import StoreProvider
+from omsync.engine.reconcile import Reconciler
 from omsync.engine.restore import RestoreHandler
 from omsync.engine.retry import RetryPolicy
 from omsync.engine.throttle import Throttles
@@ -34,6 +35,7 @@ from omsync.engine.worker import Engine, EngineConfig, new_owner_id
 from omsync.ledger.migrate import upgrade
 from omsync.ledger.migration_tasks import MigrationRepository
 from omsync.ledger.queue import Ledger
+from omsync.ledger.reconciliations import Reconciliations
 from omsync.ledger.restores import Restores
 from omsync.ledger.tasks import KeyRepository, TaskRepository
 from omsync.secrets import SecretBox
@@ -104,15 +106,18 @@ class WorkerParts:
     engine: Engine
     deletes: DeletePropagator
     migrations: MigrationRunner
+    reconciler: Reconciler
 
 
 def worker_parts(services: Services) -> WorkerParts:
-    """The store factory, the engine, delete propagation and the migration-task runner of a
-    worker process, sharing one store factory and one lease owner."""
+    """The store factory, the engine, delete propagation, the migration-task runner and the
+    reconciler of a worker process, sharing one store factory and one lease owner."""
     settings = services.settings
     factory = store_factory(settings)
     engine = build_engine(settings, services, factory)
     deletes = DeletePropagator(settings, services.db, services.tasks, factory, engine.owner)
     migrations = MigrationRunner(settings, MigrationRepository(services.db, services.box), services.tasks,
                                  factory, engine.owner, engine.notify)
-    return WorkerParts(factory=factory, engine=engine, deletes=deletes, migrations=migrations)
+    reconciler = Reconciler(settings, Reconciliations(services.db), services.ledger, services.tasks,
+                            factory, engine.owner, engine.notify)
+    return WorkerParts(factory=factory, engine=engine, deletes=deletes, migrations=migrations, reconciler=reconciler)

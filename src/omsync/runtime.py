@@ -16,7 +16,6 @@ from omsync.engine.factory import StoreFactory
 from omsync.engine.migration import MigrationRunner, stop_quietly
 from omsync.engine.reconcile import Reconciler
 from omsync.engine.worker import Engine
-from omsync.ledger.reconciliations import Reconciliations
 from omsync.services import Services
 from omsync.supervisor import WorkerProcesses, watch_wake_pipe
 
@@ -51,12 +50,11 @@ async def start_workers(services: Services) -> WorkerRuntime:
     import omsync.stores.s3  # noqa: F401
 
     parts = worker_parts(services)  # built by the composition root
-    factory, engine, deletes, migrations = parts.factory, parts.engine, parts.deletes, parts.migrations
+    factory, engine, deletes, migrations, reconciler = (parts.factory, parts.engine, parts.deletes, parts.migrations,
+                                                        parts.reconciler)
     services.listeners.append(engine)
     await engine.start()
     await deletes.start()
-    reconciler = Reconciler(services.settings, Reconciliations(services.db), services.ledger, services.tasks,
-                            factory, engine.owner, engine.notify)
     if services.settings.workers > 0:
         migrations.start()
         reconciler.start()
