@@ -3,7 +3,8 @@ the composition root, :mod:`omsync.composition`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,7 +35,6 @@ class Services:
     # How stores are made for the API's bucket checks (the composition root's choice).
     store_factory: Callable[[Settings], StoreFactory]
     listeners: list[Notifier] = field(default_factory=list)
-    _check_stores: StoreFactory | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -58,15 +58,16 @@ class Services:
         for listener in self.listeners:
             listener.notify()
 
-    @property
-    def check_stores(self) -> StoreFactory:
-        """Stores the API uses to check a new task's buckets (built on first use)."""
-        if self._check_stores is None:
-            self._check_stores = self.store_factory(self.settings)
-        return self._check_stores
+    @contextlib.asynccontextmanager
+    async def checking_stores(self) -> AsyncIterator[StoreFactory]:
+        """Stores for one request's bucket checks (task creation, pre-checks), closed after it:
+        such requests name any keys a caller likes, which must not pile up in a cache that
+        lives as long as the process."""
+        stores = self.store_factory(self.settings)
+        try:
+            yield stores
+        finally:
+            await stores.close()
 
     async def close(self) -> None:
-        if self._check_stores is not None:
-            await self._check_stores.close()
-            self._check_stores = None
         await self.db.close()

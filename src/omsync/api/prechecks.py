@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from omsync.api.errors import OmsError, invalid
 from omsync.api.preflight import reason
 from omsync.api.routes import ProjectId, ServicesDep, parse_body
-from omsync.config import Settings
 from omsync.domain.model import CloudType, Credentials
 from omsync.engine.factory import StoreFactory
+from omsync.services import Services
 from omsync.stores.base import ErrorKind, ObjectStore, StoreError
 from omsync.stores.profiles import all_profiles, get_profile
 
@@ -158,19 +158,21 @@ def _bucket_refusal(bucket: str, error: StoreError) -> OmsError:
     return invalid("bucket_name", f"bucket {bucket!r} cannot be used with the given credentials: {reason(error)}")
 
 
-async def _on_bucket(settings: Settings, stores: StoreFactory, body: _Req, bucket: str, region: str | None,
+async def _on_bucket(services: Services, body: _Req, bucket: str, region: str | None,
                      call: Callable[[ObjectStore, str], Awaitable[T]]) -> T:
     """``call(store, addressed bucket)`` for the request's side; store errors become 400s."""
+    settings = services.settings
     credentials = _credentials(body)
     regions = [region] if region else candidate_regions(body.cloud_type, settings.endpoints)
     if not regions:
         raise invalid("data_center", f"no region of {body.cloud_type.value} is known; name one")
-    store = _store(stores, body.cloud_type, regions[0], credentials, "data_center" if region else "cloud_type")
-    try:
-        return await _timed(call(store, _bucket(body.cloud_type, bucket, body.app_id)),
-                            settings.check_buckets_timeout_seconds)
-    except StoreError as exc:
-        raise _bucket_refusal(bucket, exc) from exc
+    async with services.checking_stores() as stores:
+        store = _store(stores, body.cloud_type, regions[0], credentials, "data_center" if region else "cloud_type")
+        try:
+            return await _timed(call(store, _bucket(body.cloud_type, bucket, body.app_id)),
+                                settings.check_buckets_timeout_seconds)
+        except StoreError as exc:
+            raise _bucket_refusal(bucket, exc) from exc
 
 
 @router.post("/buckets")
@@ -183,14 +185,15 @@ async def show_bucket_list(request: Request, project_id: ProjectId, services: Se
     regions = candidate_regions(body.cloud_type, services.settings.endpoints)
     if not regions:
         raise invalid("cloud_type", f"no region of {body.cloud_type.value} is known")
-    store = _store(services.check_stores, body.cloud_type, regions[0], credentials, "cloud_type")
-    lister: Callable[[], Awaitable[list[str]]] | None = getattr(store, "list_buckets", None)
-    if lister is None:
-        raise invalid("cloud_type", f"listing the buckets of {body.cloud_type.value} is not supported")
-    try:
-        names = await _timed(lister(), services.settings.check_buckets_timeout_seconds)
-    except StoreError as exc:
-        raise _bucket_refusal("", exc) from exc
+    async with services.checking_stores() as stores:
+        store = _store(stores, body.cloud_type, regions[0], credentials, "cloud_type")
+        lister: Callable[[], Awaitable[list[str]]] | None = getattr(store, "list_buckets", None)
+        if lister is None:
+            raise invalid("cloud_type", f"listing the buckets of {body.cloud_type.value} is not supported")
+        try:
+            names = await _timed(lister(), services.settings.check_buckets_timeout_seconds)
+        except StoreError as exc:
+            raise _bucket_refusal("", exc) from exc
     return sorted(names)
 
 
@@ -217,7 +220,7 @@ async def show_bucket_objects(request: Request, project_id: ProjectId, services:
             "records": [{"name": info.key, "size": str(info.size)} for info in keys],
         }
 
-    return await _on_bucket(services.settings, services.check_stores, body, body.bucket_name, body.data_center,
+    return await _on_bucket(services, body, body.bucket_name, body.data_center,
                             one_page)
 
 
@@ -231,7 +234,7 @@ async def check_prefix(request: Request, project_id: ProjectId, services: Servic
         page = await store.list(bucket, prefix=body.file_name, limit=1)
         return bool(page.keys)
 
-    found = await _on_bucket(services.settings, services.check_stores, body, body.bucket_name, body.data_center,
+    found = await _on_bucket(services, body, body.bucket_name, body.data_center,
                              exists)
     return {"exist": found}
 
@@ -250,15 +253,16 @@ async def show_bucket_region(request: Request, project_id: ProjectId, services: 
         raise invalid("cloud_type", f"no region of {body.cloud_type.value} is known")
     bucket = _bucket(body.cloud_type, body.bucket_name, body.app_id)
 
-    async def probe(region: str) -> StoreError | None:
+    async def probe(stores: StoreFactory, region: str) -> StoreError | None:
         try:
-            store = _store(services.check_stores, body.cloud_type, region, credentials, "cloud_type")
+            store = _store(stores, body.cloud_type, region, credentials, "cloud_type")
             await _timed(store.list(bucket, limit=1), settings.check_buckets_timeout_seconds)
         except StoreError as exc:
             return None if exc.kind is ErrorKind.THROTTLED else exc
         return None
 
-    results = await asyncio.gather(*(probe(region) for region in regions))
+    async with services.checking_stores() as stores:
+        results = await asyncio.gather(*(probe(stores, region) for region in regions))
     for region, error in zip(regions, results, strict=True):
         if error is None:
             return {"id": region, "name": region, "support": True}

@@ -109,10 +109,11 @@ async def check_task_row(services: Services, row: Mapping[str, Any], credentials
     settings = services.settings
     if not settings.check_buckets_on_create:
         return
-    await check_buckets(
-        services.check_stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
-        src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
-             Credentials(credentials["src_ak"], credentials["src_sk"])),
-        dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
-             Credentials(credentials["dst_ak"], credentials["dst_sk"])),
-    )
+    async with services.checking_stores() as stores:
+        await check_buckets(
+            stores, timeout=settings.check_buckets_timeout_seconds, app_id=row["app_id"],
+            src=(CloudType(row["src_cloud_type"]), row["src_region"], row["src_bucket"],
+                 Credentials(credentials["src_ak"], credentials["src_sk"])),
+            dst=(CloudType(row["dst_cloud_type"]), row["dst_region"], row["dst_bucket"],
+                 Credentials(credentials["dst_ak"], credentials["dst_sk"])),
+        )
